@@ -1,0 +1,249 @@
+"""CIFAR-10: read the official python-version batches safely, cache them, and serve batches from the device.
+
+The whole split lives on the training device as uint8; every epoch is a device-side permutation, and
+augmentation (random crop with 4-px zero padding, horizontal flip), normalisation and the channels-last
+layout are batched tensor ops there. No CPU DataLoader, no worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .atomic import write_atomic
+from .errors import UserError
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MEAN = (0.4914, 0.4822, 0.4465)  # per-channel mean of the 50,000 training images, pixels scaled to [0, 1]
+STD = (0.2470, 0.2435, 0.2616)
+DEFAULT_DATA_DIR = ".cache/base_datasets/cifar10"
+DEFAULT_CACHE_DIR = ".cache/data"
+ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+BATCHES = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+
+
+@dataclass
+class Cifar10:
+    """The decoded data set: images uint8 (N, 3, 32, 32), labels int64 (N,)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+def _numpy_reconstruct():
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            return importlib.import_module(module)._reconstruct
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError("numpy has no multiarray._reconstruct")
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR batch holds (a numpy uint8 array, builtins); any other global is refused unrun."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes into a protocol-2 pickle
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise _RefusedGlobal(f"refusing to load global {module}.{name}: not part of a CIFAR-10 batch")
+        if name == "_reconstruct":
+            return _numpy_reconstruct()
+        return super().find_class(module, name)
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file → (images uint8 (n, 3, 32, 32), labels int64 (n,)), validated."""
+    try:
+        with open(path, "rb") as f:
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as e:
+        raise UserError(f"{path}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, OSError) as e:
+        raise UserError(f"{path}: not a readable CIFAR-10 batch (truncated or wrong file: {e})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise UserError(f"{path}: not a CIFAR-10 batch (expected a dict with b'data' and b'labels')")
+    data, labels = batch[b"data"], np.asarray(batch[b"labels"])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise UserError(f"{path}: 'data' must be a uint8 array of shape (n, 3072), got "
+                        f"{getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}")
+    if labels.shape != (data.shape[0],) or labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise UserError(f"{path}: 'labels' must be {data.shape[0]} integers in 0..9")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+    """--data-dir if given, else $CIFAR10_ROOT, else the default cache location."""
+    return Path(data_dir or os.environ.get("CIFAR10_ROOT") or DEFAULT_DATA_DIR)
+
+
+def _batches_dir(root: Path) -> Path | None:
+    for candidate in (root / BATCHES, root):
+        if (candidate / TRAIN_FILES[0]).is_file():
+            return candidate
+    return None
+
+
+def download_cifar10(root: Path) -> None:
+    """Fetch and unpack the official archive into root, checking its md5."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(ARCHIVE_URL, download_root=str(root), md5=ARCHIVE_MD5)
+    except Exception as e:  # network, md5 or disk failure: all mean "no data", say why in one line
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(
+            f"CIFAR-10 not found in {root} and downloading {ARCHIVE_URL} failed ({reason}). Put the python-version "
+            f"batches ({BATCHES}/) there, or point --data-dir or CIFAR10_ROOT at a folder that holds them."
+        ) from None
+
+
+def _cache_key(files: list[Path]) -> str:
+    h = hashlib.sha1()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def load_cifar10(data_dir: str | None = None, download: bool = False, cache_dir: str = DEFAULT_CACHE_DIR) -> Cifar10:
+    """Load CIFAR-10, decoding the pickles once into an .npz cache under cache_dir that later starts reuse.
+
+    Downloads when asked to, or when the default location is used and empty; otherwise a missing data set is a
+    one-line UserError naming where it was looked for.
+    """
+    root = resolve_data_dir(data_dir)
+    batches = _batches_dir(root)
+    if batches is None:
+        if download or str(root) == DEFAULT_DATA_DIR:
+            download_cifar10(root)
+            batches = _batches_dir(root)
+        if batches is None:
+            raise UserError(f"CIFAR-10 not found: looked for {root / BATCHES / TRAIN_FILES[0]}. Pass --data-dir (or set "
+                            f"CIFAR10_ROOT) to a folder holding {BATCHES}/, or add --download.")
+    files = [batches / name for name in (*TRAIN_FILES, TEST_FILE)]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise UserError(f"CIFAR-10 in {batches} is incomplete: missing {', '.join(missing)}")
+    cache = Path(cache_dir) / f"cifar10-{_cache_key(files)}.npz"
+    if cache.is_file():
+        try:
+            with np.load(cache) as z:
+                return Cifar10(*(z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")))
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # a damaged cache is rebuilt below
+    train = [read_batch(p) for p in files[:-1]]
+    test_images, test_labels = read_batch(files[-1])
+    data = Cifar10(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), test_images, test_labels)
+    try:
+        write_atomic(cache, lambda f: np.savez(f, **vars(data)))
+    except OSError:
+        pass  # an unwritable cache only costs the next start the decoding time
+    return data
+
+
+def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int):
+    """The seed's split: the first N - val_size images train, the last val_size validate (val_size 0: no val)."""
+    if not 0 <= val_size < len(images):
+        raise UserError(f"--val-size must be in 0..{len(images) - 1}, got {val_size}")
+    cut = len(images) - val_size
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+
+
+# --- batches on the device -----------------------------------------------------------------------------------
+
+def normalize(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → float32 scaled to [0, 1] and standardised with MEAN/STD (the model's input)."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    x = (images.float() / 255 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def random_crop(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Crop each image of the zero-padded batch at its own offset (dx, dy) in 0..2*pad: one gather, no loop."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    chans = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror the images whose flip flag is set."""
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+class DeviceLoader:
+    """Batches of normalised images and labels from uint8 tensors resident on one device.
+
+    train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
+    augment, random crop + flip. All randomness of epoch e comes from a generator seeded with (seed, e), so an
+    epoch can be replayed, or resumed from any batch, exactly. train=False: fixed order, every sample once.
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
+                 device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
+                 channels_last: bool = True) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch size must be positive, got {batch_size}")
+        if train and len(images) < batch_size:
+            raise UserError(f"the training set ({len(images)} images) is smaller than one batch ({batch_size})")
+        self.device = torch.device(device)
+        self.images = torch.as_tensor(images).to(self.device, torch.uint8).contiguous()
+        self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
+        self.batch_size, self.train, self.augment = batch_size, train, augment
+        self.seed, self.channels_last = seed, channels_last
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, bs = len(self.images), self.batch_size
+        if self.train:
+            g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g, device=self.device)
+            if self.augment:
+                offsets = torch.randint(0, 9, (2, n), generator=g, device=self.device)
+                flips = torch.rand(n, generator=g, device=self.device) < 0.5
+        for i in range(start_batch, len(self)):
+            if not self.train:
+                x, y = self.images[i * bs:(i + 1) * bs], self.labels[i * bs:(i + 1) * bs]
+            else:
+                idx = order[i * bs:(i + 1) * bs]
+                x, y = self.images[idx], self.labels[idx]
+                if self.augment:
+                    x = random_flip(random_crop(x, offsets[0, idx], offsets[1, idx]), flips[idx])
+            yield normalize(x, self.channels_last), y

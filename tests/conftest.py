@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny synthetic CIFAR-10 batches in the official layout, and the real data when present."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write one batch exactly as the official python-version files are laid out (uint8 rows of 3072)."""
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"synthetic", b"labels": [int(v) for v in labels],
+                     b"data": images.reshape(len(images), 3072), b"filenames": [b"x.png"] * len(images)}, f, protocol=2)
+
+
+def make_synthetic_cifar(root: Path, per_batch: int = 64, seed: int = 0) -> Path:
+    """A learnable fake CIFAR-10: each class has its own mean colour plus noise. Returns the data dir."""
+    rng = np.random.default_rng(seed)
+    batches = root / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    palette = rng.integers(30, 225, size=(10, 3))
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, size=per_batch)
+        noise = rng.normal(0, 25, size=(per_batch, 3, 32, 32))
+        images = np.clip(palette[labels][:, :, None, None] + noise, 0, 255).astype(np.uint8)
+        write_batch(batches / name, images, labels)
+    return root
+
+
+@pytest.fixture
+def synthetic_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A synthetic data dir; the decode cache goes to a temporary folder so tests never touch .cache/."""
+    monkeypatch.chdir(tmp_path)
+    return make_synthetic_cifar(tmp_path / "cifar")
+
+
+@pytest.fixture
+def real_cifar_dir() -> Path:
+    root = os.environ.get("CIFAR10_ROOT")
+    if not root or not (Path(root) / "cifar-10-batches-py" / "test_batch").is_file():
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the real-data tests, but CIFAR10_ROOT does not point at CIFAR-10")
+        pytest.skip("real CIFAR-10 not available: set CIFAR10_ROOT (.ci/run does when ../shared/cifar10 exists)")
+    return Path(root).resolve()

@@ -1,0 +1,158 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_perf.data import (MEAN, STD, DeviceLoader, load_cifar10, normalize, random_crop, random_flip, read_batch,
+                               split_train_val)
+from alexnet_perf.errors import UserError
+
+from conftest import write_batch
+
+
+def test_load_reads_the_official_layout_and_caches_it(synthetic_cifar, tmp_path):
+    data = load_cifar10(str(synthetic_cifar), cache_dir=str(tmp_path / "cache"))
+    assert data.train_images.shape == (5 * 64, 3, 32, 32) and data.train_images.dtype == np.uint8
+    assert data.test_images.shape == (64, 3, 32, 32) and data.train_labels.dtype == np.int64
+    assert len(list((tmp_path / "cache").glob("cifar10-*.npz"))) == 1
+    again = load_cifar10(str(synthetic_cifar), cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_array_equal(again.train_images, data.train_images)
+    np.testing.assert_array_equal(again.test_labels, data.test_labels)
+
+
+def test_cifar10_root_is_used_when_no_data_dir_is_given(synthetic_cifar, monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFAR10_ROOT", str(synthetic_cifar))
+    assert load_cifar10(cache_dir=str(tmp_path / "c")).test_images.shape[0] == 64
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_refuses_a_malicious_batch(tmp_path):
+    path, marker = tmp_path / "data_batch_1", tmp_path / "payload-ran"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": _Payload(marker), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(UserError, match=r"refusing to load global (posix|os)\.system"):
+        read_batch(path)
+    assert not marker.exists()
+
+
+def test_truncated_batch_is_a_clear_error(synthetic_cifar):
+    path = synthetic_cifar / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UserError, match="data_batch_2: not a readable CIFAR-10 batch"):
+        read_batch(path)
+
+
+def test_wrong_shape_or_labels_are_refused(tmp_path):
+    write_batch(tmp_path / "b", np.zeros((4, 3, 32, 32), np.uint8), np.array([0, 1, 2, 12]))
+    with pytest.raises(UserError, match="labels"):
+        read_batch(tmp_path / "b")
+    with open(tmp_path / "c", "wb") as f:
+        pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}, f, protocol=2)
+    with pytest.raises(UserError, match=r"shape \(n, 3072\)"):
+        read_batch(tmp_path / "c")
+
+
+def test_missing_data_names_where_it_looked(tmp_path):
+    with pytest.raises(UserError, match=f"looked for {tmp_path}"):
+        load_cifar10(str(tmp_path), cache_dir=str(tmp_path / "cache"))
+
+
+def test_offline_download_fails_in_one_clear_line(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    with pytest.raises(UserError) as err:
+        load_cifar10(str(tmp_path / "nowhere"), download=True, cache_dir=str(tmp_path / "cache"))
+    message = str(err.value)
+    assert "\n" not in message and "downloading https://www.cs.toronto.edu" in message and "CIFAR10_ROOT" in message
+
+
+def test_split_is_the_seeds_first_and_last_images():
+    images, labels = np.arange(50).reshape(50, 1), np.arange(50)
+    (tx, ty), (vx, vy) = split_train_val(images, labels, 10)
+    assert ty.tolist() == list(range(40)) and vy.tolist() == list(range(40, 50))
+    (tx, _), (vx, _) = split_train_val(images, labels, 0)
+    assert len(tx) == 50 and len(vx) == 0
+    with pytest.raises(UserError):
+        split_train_val(images, labels, 50)
+
+
+def test_normalize_standardises_and_is_channels_last():
+    images = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
+    x = normalize(images)
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    expected = [(1 - m) / s for m, s in zip(MEAN, STD)]
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor(expected))
+
+
+def test_crop_shifts_with_zero_padding_and_flip_mirrors():
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).view(2, 3, 32, 32)
+    same = random_crop(images, torch.tensor([4, 4]), torch.tensor([4, 4]))
+    assert torch.equal(same, images)
+    shifted = random_crop(images, torch.tensor([0, 8]), torch.tensor([4, 4]))
+    assert torch.equal(shifted[0, :, :, 4:], images[0, :, :, :28]) and (shifted[0, :, :, :4] == 0).all()
+    assert torch.equal(shifted[1, :, :, :28], images[1, :, :, 4:]) and (shifted[1, :, :, 28:] == 0).all()
+    flipped = random_flip(images, torch.tensor([True, False]))
+    assert torch.equal(flipped[0], images[0].flip(2)) and torch.equal(flipped[1], images[1])
+
+
+def _loader(n=100, **kwargs):
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)  # an id pixel that survives only without augmentation
+    return DeviceLoader(images, torch.arange(n) % 10, batch_size=16, **kwargs), images
+
+
+def test_train_epoch_is_a_permutation_with_drop_last_and_no_repeats():
+    loader, images = _loader(train=True)
+    batches = list(loader.epoch(0))
+    assert len(batches) == len(loader) == 100 // 16
+    ids = torch.cat([x[:, 0, 0, 0] for x, _ in batches])
+    mean0, std0 = MEAN[0], STD[0]
+    ids = torch.round((ids * std0 + mean0) * 255).long()
+    assert len(set(ids.tolist())) == len(ids) == 96
+    for x, y in batches:
+        assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+        assert x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_eval_order_is_fixed_and_complete():
+    loader, images = _loader(train=False)
+    ys = torch.cat([y for _, y in loader])
+    assert ys.tolist() == (torch.arange(100) % 10).tolist()
+
+
+def test_shuffling_is_seeded_and_differs_between_epochs():
+    a, _ = _loader(train=True, seed=3)
+    b = DeviceLoader(a.images, a.labels, 16, train=True, seed=3)
+    first = [y for _, y in a.epoch(0)]
+    assert all(torch.equal(p, q) for p, q in zip(first, [y for _, y in b.epoch(0)]))
+    assert not all(torch.equal(p, q) for p, q in zip(first, [y for _, y in a.epoch(1)]))
+
+
+def test_augmentation_changes_images_but_keeps_labels():
+    plain, images = _loader(train=True, seed=1)
+    aug = DeviceLoader(plain.images, plain.labels, 16, train=True, augment=True, seed=1)
+    changed = 0
+    for (x0, y0), (x1, y1) in zip(plain.epoch(0), aug.epoch(0)):
+        assert torch.equal(y0, y1)
+        changed += int((x0 != x1).flatten(1).any(1).sum())
+    assert changed > 80  # 8 of 81 crop offsets x 2 flips leave an image as it was
+
+
+def test_resuming_an_epoch_mid_way_replays_the_same_batches():
+    loader, _ = _loader(train=True, augment=True, seed=5)
+    full = list(loader.epoch(2))
+    tail = list(loader.epoch(2, start_batch=3))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
