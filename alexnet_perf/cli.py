@@ -44,9 +44,17 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
 
 
 def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, description: str,
-        argv: Sequence[str] | None = None) -> int:
-    """Parse argv into config_cls, run command; user mistakes end as `prog: error: ...` with exit status 2."""
+        argv: Sequence[str] | None = None, presets: tuple[str, dict[str, dict[str, Any]]] | None = None) -> int:
+    """Parse argv into config_cls, run command; user mistakes end as `prog: error: ...` with exit status 2.
+
+    presets = (field, {name: {field: value}}): the chosen preset's values become the defaults that the other
+    flags override (e.g. --recipe fast --epochs 12).
+    """
     parser = build_parser(config_cls, prog, description)
+    if presets is not None:
+        field_name, table = presets
+        chosen, _ = parser.parse_known_args(argv)
+        parser.set_defaults(**table[getattr(chosen, field_name)])
     config = config_cls(**vars(parser.parse_args(argv)))
     try:
         return command(config) or 0

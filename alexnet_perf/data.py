@@ -212,7 +212,7 @@ class DeviceLoader:
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
                  device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, crop_padding: int = 4) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
         if train and len(images) < batch_size:
@@ -221,7 +221,7 @@ class DeviceLoader:
         self.images = torch.as_tensor(images).to(self.device, torch.uint8).contiguous()
         self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
         self.batch_size, self.train, self.augment = batch_size, train, augment
-        self.seed, self.channels_last = seed, channels_last
+        self.seed, self.channels_last, self.crop_padding = seed, channels_last, crop_padding
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -236,7 +236,7 @@ class DeviceLoader:
             g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(n, generator=g, device=self.device)
             if self.augment:
-                offsets = torch.randint(0, 9, (2, n), generator=g, device=self.device)
+                offsets = torch.randint(0, 2 * self.crop_padding + 1, (2, n), generator=g, device=self.device)
                 flips = torch.rand(n, generator=g, device=self.device) < 0.5
         for i in range(start_batch, len(self)):
             if not self.train:
@@ -245,5 +245,6 @@ class DeviceLoader:
                 idx = order[i * bs:(i + 1) * bs]
                 x, y = self.images[idx], self.labels[idx]
                 if self.augment:
-                    x = random_flip(random_crop(x, offsets[0, idx], offsets[1, idx]), flips[idx])
+                    x = random_crop(x, offsets[0, idx], offsets[1, idx], self.crop_padding)
+                    x = random_flip(x, flips[idx])
             yield normalize(x, self.channels_last), y

@@ -1,0 +1,111 @@
+"""The options the fast/best recipes are made of: schedule shapes, weight-decay groups, EMA, TTA, presets."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet_perf import cli
+from alexnet_perf.ema import EMA
+from alexnet_perf.evaluate import predict
+from alexnet_perf.model import AlexNetCifar
+from alexnet_perf.recipes import RECIPES
+from alexnet_perf.train import TrainConfig, lr_factor, parameter_groups, recipe_config
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    factors = [lr_factor(s, 10, 5, "linear", warmup_epochs=1) for s in range(50)]
+    assert factors[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert factors[10] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(1 / 40)  # one step before the end
+    assert lr_factor(50, 10, 5, "linear", 1) == 0.0
+
+
+def test_cosine_schedule_is_half_at_the_middle_of_the_decay():
+    assert lr_factor(0, 10, 4, "cosine") == pytest.approx(1.0)
+    assert lr_factor(20, 10, 4, "cosine") == pytest.approx(0.5)
+    assert lr_factor(40, 10, 4, "cosine") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_norm_and_bias_parameters_can_be_exempt_from_weight_decay():
+    model = AlexNetCifar()
+    decayed, exempt = parameter_groups(model, 5e-4, decay_norm_and_bias=False)
+    assert exempt["weight_decay"] == 0.0 and decayed["weight_decay"] == 5e-4
+    assert {p.ndim for p in decayed["params"]} == {2, 4} and {p.ndim for p in exempt["params"]} == {1}
+    assert len(decayed["params"]) + len(exempt["params"]) == len(list(model.parameters()))
+    (single,) = parameter_groups(model, 2e-3, decay_norm_and_bias=True)
+    assert len(single["params"]) == len(list(model.parameters()))
+
+
+def test_ema_update_is_an_exponential_moving_average_of_weights_and_bn_statistics():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9)
+    start = [t.clone() for t in (*ema.model.parameters(), *ema.model.buffers()) if t.is_floating_point()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].running_mean.fill_(2.0)
+    ema.update()
+    now = [t for t in (*ema.model.parameters(), *ema.model.buffers()) if t.is_floating_point()]
+    live = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    for s0, s1, w in zip(start, now, live):
+        torch.testing.assert_close(s1, 0.9 * s0 + 0.1 * w)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_ema_rejects_a_decay_outside_zero_one():
+    with pytest.raises(ValueError):
+        EMA(nn.Linear(1, 1), 1.0)
+
+
+def test_tta_averages_the_logits_of_image_and_mirror_image():
+    model = AlexNetCifar().eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(3))) / 2
+        torch.testing.assert_close(predict(model, x, tta=True), expected)
+        torch.testing.assert_close(predict(model, x, tta=False), model(x))
+
+
+def test_every_recipe_names_only_real_options():
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for recipe, values in RECIPES.items():
+        assert set(values) <= names, recipe
+        assert recipe_config(recipe).recipe == recipe
+    assert recipe_config("seed") == TrainConfig()
+
+
+def test_recipe_flag_sets_defaults_that_other_flags_override():
+    seen = {}
+    cli.run(TrainConfig, lambda c: seen.update(cfg=c), "train", "",
+            ["--recipe", "fast", "--epochs", "3"], presets=("recipe", RECIPES))
+    cfg = seen["cfg"]
+    assert cfg.epochs == 3 and cfg.batch_size == RECIPES["fast"]["batch_size"] and cfg.recipe == "fast"
+
+
+def test_whitening_filters_decorrelate_patches_to_unit_variance():
+    from alexnet_perf.init import patch_whitening_filters
+
+    torch.manual_seed(0)
+    mix = torch.randn(3, 3)
+    images = torch.einsum("nchw,dc->ndhw", torch.randn(2000, 3, 8, 8), mix)  # correlated channels
+    filters = patch_whitening_filters(images, kernel_size=3, out_channels=8)
+    assert filters.shape == (8, 3, 3, 3)
+    torch.testing.assert_close(filters[4:], -filters[:4])
+    out = torch.nn.functional.conv2d(images, filters[:4]).permute(1, 0, 2, 3).reshape(4, -1)
+    cov = torch.cov(out)
+    torch.testing.assert_close(cov, torch.eye(4), atol=0.05, rtol=0.05)
+
+
+def test_results_sections_are_replaced_in_place_and_others_kept(tmp_path):
+    from alexnet_perf.results import update_section
+
+    path = tmp_path / "RESULTS.md"
+    update_section(path, "a", "first A")
+    update_section(path, "b", "only B")
+    update_section(path, "a", "second A")
+    text = path.read_text()
+    assert "second A" in text and "first A" not in text and "only B" in text
+    assert text.index("second A") < text.index("only B")
