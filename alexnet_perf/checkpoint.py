@@ -28,11 +28,27 @@ def last_path(best_path: str | Path) -> Path:
     return p.with_name(p.stem + ".last" + p.suffix)
 
 
+def verify_archive(path: Path) -> None:
+    """torch.save writes a zip whose records carry CRC-32s that torch.load never checks: check them, so that a
+    checkpoint whose bytes changed after it was written is refused instead of loading altered weights."""
+    if not zipfile.is_zipfile(path):
+        return  # no zip directory at all: torch.load below says what is wrong with the file
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        problem = None if bad is None else f"record {bad} fails its CRC-32 check"
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        problem = f"broken zip structure: {str(e)[:200]}"
+    if problem:
+        raise UserError(f"{path}: checkpoint is damaged or was modified after it was written ({problem})")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; a missing, corrupt or foreign file is a one-line UserError."""
+    """Load with weights_only=True; a missing, corrupt, tampered or foreign file is a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (train one with `python -m alexnet_perf.train`)")
+    verify_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:

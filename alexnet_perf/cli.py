@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import typing
 from typing import Any, Callable, Sequence, TypeVar
@@ -41,6 +42,24 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
             kwargs.setdefault("metavar", f.name.upper())
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
     return parser
+
+
+def command_line(prog: str, config: Any) -> str:
+    """The command that rebuilds config: prog plus one flag for each field that differs from its default.
+
+    Reports record it so that a figure can be reproduced by pasting one line.
+    """
+    parts: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
+        else:
+            parts += [flag, str(value)]
+    return " ".join([prog, *map(shlex.quote, parts)])
 
 
 def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, description: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -46,3 +47,22 @@ def real_cifar_dir() -> Path:
             pytest.fail("CI must run the real-data tests, but CIFAR10_ROOT does not point at CIFAR-10")
         pytest.skip("real CIFAR-10 not available: set CIFAR10_ROOT (.ci/run does when ../shared/cifar10 exists)")
     return Path(root).resolve()
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A checkpoint briefly trained on synthetic data and its four exported artifacts (no parity run), shared by
+    the export, backend and parity tests; tests that alter files copy them first."""
+    from alexnet_perf.export import ExportConfig, run_export
+    from alexnet_perf.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("exported")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # the CIFAR decode cache goes under root/.cache
+        data_dir = make_synthetic_cifar(root / "cifar")
+        checkpoint = root / "model.pth"
+        train(TrainConfig(epochs=1, batch_size=16, lr=0.05, val_size=64, data_dir=str(data_dir),
+                          checkpoint=str(checkpoint), tensorboard=False, device="cpu"))
+        paths = run_export(ExportConfig(checkpoint=str(checkpoint), out=str(root / "exports"), data_dir=str(data_dir),
+                                        calibration_images=128, parity=False))
+    return SimpleNamespace(data_dir=data_dir, checkpoint=checkpoint, out=root / "exports", paths=paths)

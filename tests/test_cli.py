@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
-COMMANDS = ["alexnet_perf.train", "alexnet_perf.evaluate"]
+COMMANDS = ["alexnet_perf.train", "alexnet_perf.evaluate", "alexnet_perf.export", "alexnet_perf.parity"]
+INT_OPTION = {"alexnet_perf.train": "--batch-size", "alexnet_perf.evaluate": "--batch-size",
+              "alexnet_perf.export": "--calibration-images", "alexnet_perf.parity": "--batch1-images"}
 
 
 def run(*args, cwd=None):
@@ -20,7 +22,7 @@ def test_help_explains_the_command(module):
 
 @pytest.mark.parametrize("module", COMMANDS)
 def test_bad_argument_is_a_usage_error(module):
-    out = run(module, "--batch-size", "many")
+    out = run(module, INT_OPTION[module], "many")
     assert out.returncode == 2 and "invalid int value: 'many'" in out.stderr and "Traceback" not in out.stderr
 
 

@@ -1,0 +1,179 @@
+"""`python -m alexnet_perf.export`: write the checkpoint's network as TorchScript, ONNX (fp32 and static INT8) and a
+torch.export program, then prove with parity.py that each computes what the checkpoint computes.
+
+Every artifact takes the same input: float32 (N, 3, 32, 32) RGB, pixels scaled by 1/255 then standardised with
+data.MEAN/STD per channel. The preprocessing is not part of any graph; it is recorded in each file's metadata and
+documented in exports/README.md. Each file is written atomically: an interrupted export never leaves a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import cli
+from .atomic import write_atomic
+from .backends import (EXPORTED_PROGRAM_FILE, INPUT_NAME, INPUT_SHAPE, INT8_ONNX_FILE, ONNX_FILE, OUTPUT_NAME,
+                       TORCHSCRIPT_FILE, torchscript_deprecation_silenced)
+from .checkpoint import load_model, sha256_file
+from .data import CLASSES, MEAN, STD, load_cifar10, normalize
+from .errors import UserError
+from .parity import ParityConfig, run_and_report
+
+OPSET = 18
+EXAMPLE_BATCH = 2  # ≥ 2, so that the exporters keep the batch axis symbolic instead of specialising it to 1
+CALIBRATION_BATCH = 64
+PROG = "python -m alexnet_perf.export"
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = cli.option(".cache/models/alexnet_cifar.pth", "checkpoint to export (loaded weights-only)")
+    out: str = cli.option("exports", "folder the artifacts, PARITY.md and parity.json are written to")
+    data_dir: str | None = cli.option(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT or "
+                                            ".cache/base_datasets/cifar10); INT8 calibration uses its training "
+                                            "images, parity its test images")
+    download: bool = cli.option(False, "download CIFAR-10 if it is missing")
+    calibration_images: int = cli.option(512, "training images (a seeded random sample, never test images) the "
+                                              "INT8 model's activation ranges are calibrated on")
+    seed: int = cli.option(0, "seed of the calibration sample")
+    parity: bool = cli.option(True, "run parity on the artifacts afterwards (exit status 1 if one is out of "
+                                    "tolerance)")
+
+
+def preprocessing() -> dict[str, Any]:
+    """The input every artifact expects, exactly (what data.normalize computes)."""
+    return {"layout": "NCHW", "shape": ["N", *INPUT_SHAPE], "dtype": "float32", "channels": "RGB",
+            "scale": 1 / 255, "mean": list(MEAN), "std": list(STD),
+            "formula": "x[n, c] = (pixels_uint8[n, c] * scale - mean[c]) / std[c]", "in_graph": False}
+
+
+def metadata(checkpoint: str | Path, ckpt: dict[str, Any]) -> dict[str, str]:
+    """String metadata stored in every artifact: classes, preprocessing, source checkpoint, exporter versions."""
+    import onnx
+    import onnxscript
+
+    return {"classes": json.dumps(list(ckpt.get("classes", CLASSES))),
+            "preprocessing": json.dumps(preprocessing()),
+            "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
+            "source_checkpoint": Path(checkpoint).name, "source_checkpoint_sha256": sha256_file(checkpoint),
+            "source_epoch": str(ckpt.get("epoch")),
+            "exporter_versions": json.dumps({"torch": str(torch.__version__), "onnx": onnx.__version__,
+                                             "onnxscript": onnxscript.__version__})}
+
+
+def _example() -> torch.Tensor:
+    return torch.randn(EXAMPLE_BATCH, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
+
+
+def _batch_dim() -> dict[str, dict[int, Any]]:
+    return {"x": {0: torch.export.Dim("batch", min=1)}}
+
+
+def export_torchscript(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
+    """Traced and frozen TorchScript; the metadata travels as the extra file metadata.json."""
+    with torchscript_deprecation_silenced():
+        with torch.no_grad():
+            frozen = torch.jit.freeze(torch.jit.trace(model, _example()))
+        write_atomic(path, lambda f: torch.jit.save(frozen, f, _extra_files={"metadata.json": json.dumps(meta)}))
+
+
+def export_program(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
+    """torch.export program with a dynamic batch axis (TorchScript's successor); loads with torch.export.load."""
+    program = torch.export.export(model, (_example(),), dynamic_shapes=_batch_dim())
+    write_atomic(path, lambda f: torch.export.save(program, f, extra_files={"metadata.json": json.dumps(meta)}))
+
+
+def _save_onnx(proto, path: Path, meta: dict[str, str]) -> None:
+    """Attach metadata and the input's description, run the full checker, write atomically."""
+    import onnx
+
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **meta})
+    proto.graph.input[0].doc_string = ("float32 (N, 3, 32, 32) RGB: pixels / 255, minus mean, divided by std "
+                                       "per channel (metadata 'preprocessing')")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise RuntimeError(f"{path.name} fails onnx.checker: {e}") from e
+    write_atomic(path, lambda f: f.write(proto.SerializeToString()))
+
+
+def export_onnx(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
+    """The dynamo-based ONNX exporter at a stated opset, named input/output, dynamic batch axis."""
+    program = torch.onnx.export(model, (_example(),), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+                                output_names=[OUTPUT_NAME], dynamic_shapes=_batch_dim(), verbose=False)
+    _save_onnx(program.model_proto, path, meta)
+
+
+def calibration_images(train_images: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A seeded random sample of training images, normalised exactly as inference inputs are."""
+    if not 1 <= count <= len(train_images):
+        raise UserError(f"--calibration-images must be in 1..{len(train_images)}, got {count}")
+    picked = np.random.default_rng(seed).choice(len(train_images), size=count, replace=False)
+    return normalize(torch.from_numpy(train_images[np.sort(picked)]), channels_last=False).numpy()
+
+
+def export_int8(onnx_path: Path, path: Path, images: np.ndarray, meta: dict[str, str]) -> None:
+    """ONNX Runtime static quantization of the fp32 ONNX model: quant_pre_process, then QDQ with per-channel
+    int8 weights and int8 activations (S8S8, ONNX Runtime's recommended default for CPUs), min-max calibrated."""
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = iter([{INPUT_NAME: images[i:i + CALIBRATION_BATCH]} for i in range(0, len(images), CALIBRATION_BATCH)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(onnx_path), str(prepared))
+        quantize_static(prepared, quantized, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        proto = onnx.load(str(quantized))
+    quantization = {"tool": f"onnxruntime {onnxruntime.__version__} quantize_static", "format": "QDQ",
+                    "weights": "int8 per channel", "activations": "int8 per tensor", "calibration": "MinMax",
+                    "calibration_images": f"{len(images)} CIFAR-10 training images"}
+    _save_onnx(proto, path, {**meta, "quantization": json.dumps(quantization)})
+
+
+def run_export(cfg: ExportConfig) -> dict[str, Path]:
+    """Write the four artifacts into cfg.out; returns their paths by kind."""
+    model, ckpt = load_model(cfg.checkpoint)
+    data = load_cifar10(cfg.data_dir, download=cfg.download)
+    images = calibration_images(data.train_images, cfg.calibration_images, cfg.seed)
+    meta = metadata(cfg.checkpoint, ckpt)
+    out = Path(cfg.out)
+    paths = {"torchscript": out / TORCHSCRIPT_FILE, "onnx": out / ONNX_FILE, "int8": out / INT8_ONNX_FILE,
+             "torch.export": out / EXPORTED_PROGRAM_FILE}
+    export_torchscript(model, paths["torchscript"], meta)
+    export_onnx(model, paths["onnx"], meta)
+    export_int8(paths["onnx"], paths["int8"], images, meta)
+    export_program(model, paths["torch.export"], meta)
+    return paths
+
+
+def main(cfg: ExportConfig) -> int:
+    for kind, path in run_export(cfg).items():
+        print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.2f} MB)")
+    if not cfg.parity:
+        return 0
+    parity = ParityConfig(checkpoint=cfg.checkpoint, exports=cfg.out, data_dir=cfg.data_dir, download=cfg.download)
+    return run_and_report(parity, cli.command_line(PROG, cfg))
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(ExportConfig, main, PROG,
+                             "Export a checkpoint as TorchScript, ONNX, INT8 ONNX and a torch.export program, then "
+                             "check every artifact against it (exports/PARITY.md, exports/parity.json)."))

@@ -1,0 +1,131 @@
+"""Export: every artifact loads with plain torch / onnxruntime in a process that never imports alexnet_perf,
+computes what the checkpoint computes at any batch size, and carries its metadata; bad checkpoints are refused."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from alexnet_perf.checkpoint import load_model, save_atomic, sha256_file
+from alexnet_perf.data import CLASSES, MEAN, STD, load_cifar10, normalize
+from alexnet_perf.errors import UserError
+from alexnet_perf.export import OPSET, ExportConfig, run_export
+
+# Runs in a fresh interpreter: loads each artifact as exports/README.md shows, without alexnet_perf.
+FRESH_PROCESS = r"""
+import json, sys
+import numpy as np, onnxruntime as ort, torch
+
+out, inputs, results = sys.argv[1:4]
+x = np.load(inputs)
+ts_extra, pt2_extra = {"metadata.json": ""}, {"metadata.json": ""}
+torchscript = torch.jit.load(f"{out}/alexnet_cifar.ts.pt", _extra_files=ts_extra)
+program = torch.export.load(f"{out}/alexnet_cifar.pt2", extra_files=pt2_extra).module()
+sessions = {kind: ort.InferenceSession(f"{out}/{name}", providers=["CPUExecutionProvider"])
+            for kind, name in (("onnx", "alexnet_cifar.onnx"), ("int8", "alexnet_cifar.int8.onnx"))}
+logits = {}
+for n in (1, 7, 300):
+    with torch.inference_mode():
+        logits[f"torchscript-{n}"] = torchscript(torch.from_numpy(x[:n])).numpy()
+        logits[f"torch.export-{n}"] = program(torch.from_numpy(x[:n])).numpy()
+    for kind, session in sessions.items():
+        logits[f"{kind}-{n}"] = session.run(["logits"], {"input": x[:n]})[0]
+np.savez(results, **logits)
+metadata = {"torchscript": json.loads(ts_extra["metadata.json"]),
+            "torch.export": json.loads(pt2_extra["metadata.json"])}
+metadata.update({kind: s.get_modelmeta().custom_metadata_map for kind, s in sessions.items()})
+print(json.dumps({"imported": sorted(m for m in sys.modules if m.split(".")[0] == "alexnet_perf"),
+                  "metadata": metadata}))
+"""
+
+
+def test_artifacts_reload_without_the_package_and_match_the_checkpoint_at_batch_1_7_300(exported, tmp_path):
+    test = load_cifar10(exported.data_dir, cache_dir=str(tmp_path / "cache")).test_images  # 64 images
+    noise = torch.randint(0, 256, (300 - len(test), 3, 32, 32), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(1))
+    x = normalize(torch.cat([torch.from_numpy(test), noise]), channels_last=False)
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(exported.out), str(tmp_path / "x.npy"),
+                          str(tmp_path / "logits.npz")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["imported"] == []
+
+    model, _ = load_model(exported.checkpoint)
+    with torch.inference_mode():
+        reference = model(x).numpy()
+    logits = np.load(tmp_path / "logits.npz")
+    for n in (1, 7, 300):
+        for kind in ("torchscript", "torch.export", "onnx"):
+            np.testing.assert_allclose(logits[f"{kind}-{n}"], reference[:n], rtol=0, atol=1e-4, err_msg=f"{kind}-{n}")
+        assert logits[f"int8-{n}"].shape == (n, 10)
+        np.testing.assert_array_equal(logits[f"int8-{n}"], logits[f"int8-300"][:n])
+    int8_top1 = logits["int8-300"][:len(test)].argmax(1)
+    assert (int8_top1 == reference[:len(test)].argmax(1)).mean() >= 0.9
+
+    sha = sha256_file(exported.checkpoint)
+    for kind, meta in info["metadata"].items():
+        assert meta["source_checkpoint_sha256"] == sha, kind
+        assert json.loads(meta["classes"]) == list(CLASSES)
+        prep = json.loads(meta["preprocessing"])
+        assert (prep["scale"], prep["mean"], prep["std"], prep["in_graph"]) == (1 / 255, list(MEAN), list(STD), False)
+        assert {"torch", "onnx", "onnxscript"} <= set(json.loads(meta["exporter_versions"]))
+    assert json.loads(info["metadata"]["int8"]["quantization"])["calibration_images"].endswith("training images")
+
+
+def test_onnx_models_have_named_io_a_dynamic_batch_axis_and_pass_the_full_check(exported):
+    for kind in ("onnx", "int8"):
+        proto = onnx.load(str(exported.paths[kind]))
+        onnx.checker.check_model(proto, full_check=True)
+        assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["logits"]
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        assert dims[0].dim_param and not dims[0].dim_value and [d.dim_value for d in dims[1:]] == [3, 32, 32]
+        assert {o.domain: o.version for o in proto.opset_import}[""] == OPSET
+
+
+def test_int8_model_is_qdq_with_per_channel_int8_conv_weights(exported):
+    proto = onnx.load(str(exported.paths["int8"]))
+    inits = {i.name: i for i in proto.graph.initializer}
+    conv_weights = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                    and len(inits[n.input[0]].dims) == 4]
+    assert len(conv_weights) == 5
+    for node in conv_weights:
+        assert inits[node.input[0]].data_type == onnx.TensorProto.INT8
+        scale = inits[node.input[1]]
+        assert list(scale.dims) == [inits[node.input[0]].dims[0]]  # one scale per output channel
+    assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) >= 5  # activations are quantised too
+
+
+def _other_architectures(ckpt: dict) -> dict[str, dict]:
+    resized = dict(ckpt["model_state_dict"], **{"features.0.weight": torch.zeros(16, 3, 5, 5)})
+    foreign = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 30 * 30, 10)).state_dict()
+    return {"resized layer": resized, "foreign network": foreign}
+
+
+@pytest.mark.parametrize("variant", ["resized layer", "foreign network"])
+def test_export_refuses_a_checkpoint_of_another_architecture(exported, tmp_path, variant):
+    ckpt = torch.load(exported.checkpoint, weights_only=True)
+    ckpt["model_state_dict"] = _other_architectures(ckpt)[variant]
+    save_atomic(ckpt, tmp_path / "other.pth")
+    cfg = ExportConfig(checkpoint=str(tmp_path / "other.pth"), out=str(tmp_path / "out"),
+                       data_dir=str(exported.data_dir), parity=False)
+    with pytest.raises(UserError, match="weights do not fit AlexNetCifar"):
+        run_export(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_cli_refuses_a_tampered_checkpoint_in_one_line(exported, tmp_path):
+    data = bytearray(exported.checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the weights
+    (tmp_path / "tampered.pth").write_bytes(data)
+    out = subprocess.run([sys.executable, "-m", "alexnet_perf.export", "--checkpoint", "tampered.pth", "--out", "out",
+                          "--data-dir", str(exported.data_dir)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0
+    assert "tampered.pth: checkpoint is damaged or was modified after it was written" in out.stderr
+    assert not (tmp_path / "out").exists()
