@@ -7,10 +7,11 @@ Both train on all 50,000 training images (val_size 0); they were tuned on the se
 
 RECIPES: dict[str, dict] = {
     "seed": {},
-    "fast": dict(epochs=8, batch_size=512, lr=0.4, momentum=0.9, nesterov=True, schedule="linear",
-                 warmup_epochs=1.0, weight_decay=5e-4, decay_norm_and_bias=False, label_smoothing=0.2,
-                 clip_grad_norm=0.0, augment=True, crop_padding=2, amp=True, val_size=0, tta=True),
-    "best": dict(epochs=60, batch_size=256, lr=0.2, momentum=0.9, nesterov=True, schedule="cosine",
-                 warmup_epochs=2.0, weight_decay=5e-4, decay_norm_and_bias=False, label_smoothing=0.1,
-                 clip_grad_norm=0.0, augment=True, crop_padding=4, amp=True, val_size=0, ema=0.999, tta=True),
+    "fast": dict(epochs=10, batch_size=256, lr=0.2, momentum=0.9, nesterov=True, schedule="linear",
+                 warmup_epochs=0.5, weight_decay=5e-4, decay_norm_and_bias=False, label_smoothing=0.1,
+                 clip_grad_norm=0.0, whiten_init=True, augment=True, crop_padding=2, amp=True, val_size=0, tta=True),
+    "best": dict(epochs=15, batch_size=256, lr=0.2, momentum=0.9, nesterov=True, schedule="cosine",
+                 warmup_epochs=1.0, weight_decay=5e-4, decay_norm_and_bias=False, label_smoothing=0.1,
+                 clip_grad_norm=0.0, whiten_init=True, augment=True, crop_padding=4, amp=True, compile=True,
+                 val_size=0, tta=True),
 }
