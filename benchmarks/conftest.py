@@ -1,0 +1,211 @@
+"""What the benchmark suite shares: the artifacts, the network, the inputs, the measuring, and the JSON's context.
+
+Run it as `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` (plain `python -m pytest` collects tests/
+only). Every case warms up explicitly (compilation, cuDNN autotuning and ONNX Runtime's first run stay out of the
+timings), then runs pedantic rounds sized from the warm call and pytest-benchmark's own --benchmark-max-time and
+--benchmark-min-rounds. extra_info carries the figure users ask for: ms per sample and samples per second (from
+the median round). The JSON also records the command, the artifacts used and the reason of every skipped case.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_perf.backends import EXPORTED_PROGRAM_FILE, INT8_ONNX_FILE, ONNX_FILE, TORCHSCRIPT_FILE
+from alexnet_perf.data import normalize
+from alexnet_perf.model import AlexNetCifar
+from alexnet_perf.results import machine_description
+
+EXPORTS = Path(__file__).resolve().parent.parent / "exports"
+ARTIFACT_FILES = (TORCHSCRIPT_FILE, ONNX_FILE, INT8_ONNX_FILE, EXPORTED_PROGRAM_FILE)
+CALIBRATION_IMAGES = 128  # a stand-in export calibrates on random pixels: the INT8 graph costs the same
+WARMUP_CALLS = 3  # untimed: compilation (and CUDA-graph recording) in the first two, the last one sizes the rounds
+MAX_ROUNDS = 100  # more calls than this per case are grouped into iterations of one round
+ARTIFACTS_KEY = pytest.StashKey[dict]()
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The exported files the benchmarks load: exports/, or a temporary export of a random network."""
+
+    folder: Path
+    source: str  # "exports" or "random-init"
+    checkpoint_sha256: str | None  # of the checkpoint the files were exported from (None: random init)
+
+
+def random_images(n: int, seed: int = 0) -> np.ndarray:
+    """n uint8 CIFAR-shaped images of uniformly random pixels (a network's cost does not depend on the pixels)."""
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+
+
+def random_batch(batch_size: int, device: torch.device) -> torch.Tensor:
+    """A normalised float32 NCHW batch on device: what every backend takes."""
+    return normalize(torch.from_numpy(random_images(batch_size)), channels_last=False).to(device)
+
+
+def export_random_network(model: torch.nn.Module, folder: Path) -> None:
+    """Write the four artifacts of model into folder with export.py's own exporters."""
+    from alexnet_perf.export import (calibration_images, export_int8, export_onnx, export_program,
+                                     export_torchscript, preprocessing)
+
+    meta = {"source": "randomly initialised AlexNetCifar (benchmark stand-in)",
+            "preprocessing": json.dumps(preprocessing())}
+    export_torchscript(model, folder / TORCHSCRIPT_FILE, meta)
+    export_onnx(model, folder / ONNX_FILE, meta)
+    images = calibration_images(random_images(CALIBRATION_IMAGES), CALIBRATION_IMAGES, seed=0)
+    export_int8(folder / ONNX_FILE, folder / INT8_ONNX_FILE, images, meta)
+    export_program(model, folder / EXPORTED_PROGRAM_FILE, meta)
+
+
+def flops_per_sample() -> dict[str, float]:
+    """Convolution and matmul FLOPs of one sample: a forward pass, and a training step's forward and backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, n = AlexNetCifar(), 4
+    x, y = torch.zeros(n, 3, 32, 32), torch.zeros(n, dtype=torch.int64)
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        model.eval()(x)
+    with FlopCounterMode(display=False) as training:
+        torch.nn.functional.cross_entropy(model.train()(x), y).backward()
+    return {"inference": forward.get_total_flops() / n, "training": training.get_total_flops() / n}
+
+
+def _source_sha256(onnx_path: Path) -> str | None:
+    """The source checkpoint's sha256 recorded in the ONNX file's metadata (None without the onnx package)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return props.get("source_checkpoint_sha256")
+
+
+@pytest.fixture(scope="session")
+def model() -> AlexNetCifar:
+    """The network in eval mode, seeded random weights: latency does not depend on the weights' values."""
+    torch.manual_seed(0)
+    return AlexNetCifar().eval()
+
+
+@pytest.fixture(scope="session")
+def make_images() -> Callable[[int], np.ndarray]:
+    """random_images, for the benchmark modules."""
+    return random_images
+
+
+@pytest.fixture(scope="session")
+def make_batch() -> Callable[[int, torch.device], torch.Tensor]:
+    """random_batch, for the benchmark modules."""
+    return random_batch
+
+
+@pytest.fixture(scope="session")
+def artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+              model: AlexNetCifar) -> Artifacts:
+    """exports/ when it holds all four files, else a one-off export of the random network into a temporary folder."""
+    if all((EXPORTS / name).is_file() for name in ARTIFACT_FILES):
+        found = Artifacts(EXPORTS, "exports", _source_sha256(EXPORTS / ONNX_FILE))
+    else:
+        folder = tmp_path_factory.mktemp("exports")
+        try:
+            export_random_network(model, folder)
+        except ImportError as e:
+            pytest.skip(f"no artifacts in {EXPORTS} and they cannot be exported here ({e})")
+        found = Artifacts(folder, "random-init", None)
+    request.config.stash[ARTIFACTS_KEY] = {**asdict(found), "folder": str(found.folder)}
+    return found
+
+
+class Measure:
+    """Warm up, then time `run` in pedantic rounds; fill the benchmark's group and extra_info."""
+
+    def __init__(self, benchmark, config: pytest.Config) -> None:
+        self.benchmark = benchmark
+        self.max_time = float(config.getoption("benchmark_max_time"))
+        self.min_rounds = int(config.getoption("benchmark_min_rounds"))
+
+    def __call__(self, run: Callable[[], object], *, kind: str, batch_size: int, backend: str,
+                 device: torch.device, dtype: str, threads: int | None) -> None:
+        """run() must finish its work before returning (synchronise on GPUs)."""
+        rounds, iterations = self.min_rounds, 1
+        if self.benchmark.enabled:
+            for _ in range(WARMUP_CALLS):
+                start = time.perf_counter()
+                run()
+                call = time.perf_counter() - start
+            wanted = max(self.min_rounds, math.ceil(self.max_time / call))
+            iterations = math.ceil(wanted / MAX_ROUNDS)
+            rounds = max(self.min_rounds, math.ceil(self.max_time / (call * iterations)))
+        info = self.benchmark.extra_info
+        info.update(kind=kind, batch_size=batch_size, backend=backend, device=str(device), dtype=dtype,
+                    threads=threads)
+        self.benchmark.group = f"{kind} batch {batch_size}"
+        self.benchmark.pedantic(run, rounds=rounds, iterations=iterations)
+        if self.benchmark.stats:
+            seconds = self.benchmark.stats.stats.median
+            info.update(statistic="median", ms_per_sample=1000 * seconds / batch_size,
+                        samples_per_s=batch_size / seconds)
+
+
+@pytest.fixture
+def measure(benchmark, request: pytest.FixtureRequest) -> Measure:
+    return Measure(benchmark, request.config)
+
+
+class SuiteRecorder:
+    """Adds what a figure needs to be read and reproduced to --benchmark-json: the command, the machine, the
+    versions, the artifacts used, why each skipped case was skipped, and the system's 1-minute load average at the
+    start and the end (other work on the machine slows multi-threaded CPU cases disproportionately)."""
+
+    def __init__(self) -> None:
+        self.skipped: list[dict[str, str]] = []
+        self.load_at_start = os.getloadavg()[0]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped and isinstance(report.longrepr, tuple):
+            self.skipped.append({"test": report.nodeid.split("::")[-1],
+                                 "reason": str(report.longrepr[2]).removeprefix("Skipped: ")})
+
+    def pytest_benchmark_update_machine_info(self, config: pytest.Config, machine_info: dict) -> None:
+        try:
+            import onnxruntime
+
+            ort_version = onnxruntime.__version__
+        except ImportError:
+            ort_version = "not installed"
+        machine_info["description"] = machine_description()
+        machine_info["versions"] = {"python": platform.python_version(), "torch": str(torch.__version__),
+                                    "onnxruntime": ort_version, "numpy": np.__version__}
+        machine_info["torch_threads"] = torch.get_num_threads()
+
+    def pytest_benchmark_update_json(self, config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+        output_json["command"] = shlex.join(["pytest", *config.invocation_params.args])
+        output_json["artifacts"] = config.stash.get(ARTIFACTS_KEY, None)
+        output_json["skipped"] = self.skipped
+        output_json["flops_per_sample"] = flops_per_sample()
+        output_json["load_average"] = {"start": self.load_at_start, "end": os.getloadavg()[0],
+                                       "cores": os.cpu_count()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: a benchmark case that runs on a CUDA GPU (skipped where none is usable)")
+    config.pluginmanager.register(SuiteRecorder(), "alexnet_perf_benchmark_recorder")
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # autotuned convolutions; the tuning runs in the warm-up
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """GPU cases first: a time-boxed run on a GPU machine (gpu_check.sh) measures them before the CPU ones."""
+    items.sort(key=lambda item: item.get_closest_marker("gpu") is None)

@@ -1,0 +1,125 @@
+"""`python -m alexnet_perf.report` on small fake benchmark JSONs: tables, ratios, accuracy, plot, RESULTS.md."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from alexnet_perf import cli
+from alexnet_perf.report import PROG, ReportConfig, main
+
+SHA = "ab" * 32
+
+
+def case(kind, backend, batch, ms_per_sample, device="cpu", dtype="float32"):
+    seconds = ms_per_sample * batch / 1000
+    return {"group": f"{kind} batch {batch}", "name": f"test_{kind}[{backend}-{batch}]",
+            "extra_info": {"kind": kind, "batch_size": batch, "backend": backend, "device": device, "dtype": dtype,
+                           "threads": 2, "statistic": "median", "ms_per_sample": ms_per_sample,
+                           "samples_per_s": batch / seconds},
+            "stats": {"median": seconds, "rounds": 5, "iterations": 1}}
+
+
+def bench_json(tmp_path, source="exports", sha=SHA, benchmarks=None):
+    data = {"machine_info": {"description": "2 cores, Test CPU", "versions": {"torch": "9.9"}},
+            "datetime": "2026-11-29T04:25:46.713606+00:00", "command": "pytest benchmarks/ --benchmark-only",
+            "artifacts": {"folder": "exports", "source": source, "checkpoint_sha256": sha},
+            "load_average": {"start": 0.25, "end": 1.5, "cores": 2},
+            "flops_per_sample": {"inference": 73.6e6, "training": 216e6},
+            "skipped": [{"test": f"test_inference[onnxruntime-cuda-{b}]", "reason": "no GPU here"} for b in (1, 128)],
+            "benchmarks": benchmarks if benchmarks is not None else [
+                case("inference", "eager-fp32", 1, 2.0), case("inference", "onnxruntime-cpu", 1, 0.5),
+                case("inference", "eager-fp32", 128, 1.0), case("inference", "onnxruntime-cpu", 128, 0.25),
+                case("inference", "compiled-bf16-channels-last", 128, 0.2, dtype="bfloat16"),
+                case("training", "eager-fp32", 128, 4.0), case("training", "eager-bf16-channels-last", 128, 2.0)]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def parity_json(tmp_path, sha=SHA):
+    rows = [{"backend": name, "precision": "fp32", "batch_size": bs, "device": "cpu", "status": "pass",
+             "test": {"accuracy": acc}}
+            for name, acc in (("eager-fp32", 0.9123), ("onnxruntime-cpu", 0.9122)) for bs in (1, 256)]
+    rows.append({"backend": "onnxruntime-cuda", "precision": "fp32", "batch_size": None, "status": "skipped",
+                 "reason": "no GPU"})
+    path = tmp_path / "parity.json"
+    path.write_text(json.dumps({"checkpoint_sha256": sha, "reference": {"batch_size": 256}, "results": rows}))
+    return path
+
+
+def report(tmp_path, bench, parity=None, **overrides):
+    cfg = ReportConfig(benchmark_json=str(bench), results=str(tmp_path / "RESULTS.md"),
+                       parity=str(parity or tmp_path / "absent.json"), **overrides)
+    assert main(cfg) == 0
+    return (tmp_path / "RESULTS.md").read_text()
+
+
+def row(text, *cells):
+    """The table line starting with these cells."""
+    prefix = "| " + " | ".join(map(str, cells)) + " |"
+    (line,) = [line for line in text.splitlines() if line.startswith(prefix)]
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_table_has_ms_per_sample_throughput_speedup_and_parity_accuracy(tmp_path):
+    text = report(tmp_path, bench_json(tmp_path), parity_json(tmp_path))
+    inference, training = text.split("### Training throughput")
+    assert row(inference, 1, "onnxruntime-cpu", "cpu")[5:] == ["0.5000", "2,000", "4.00×", "147", "91.22%"]
+    assert row(inference, 128, "eager-fp32", "cpu")[5:] == ["1.00", "1,000", "1.00×", "74", "91.23%"]
+    assert row(inference, 128, "compiled-bf16-channels-last", "cpu")[5:] == ["0.2000", "5,000", "5.00×", "368", "—"]
+    assert "Fastest: cpu batch 1: **onnxruntime-cpu** 0.5000 ms/sample; cpu batch 128: " \
+           "**compiled-bf16-channels-last**" in text
+    assert row(training, 128, "eager-bf16-channels-last", "cpu")[5:] == ["2.00", "500", "2.00×", "108"]
+    assert "- `test_inference[onnxruntime-cuda]` at batch 1, 128: no GPU here" in text
+    assert "pytest benchmarks/ --benchmark-only" in text and "2026-11-29 04:25 UTC" in text
+    assert "2 cores, Test CPU" in text and "(1-minute average, 2 cores): 0.25 at the start, 1.50 at the end" in text
+    png = tmp_path / "latency-cpu.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](latency-cpu.png)" in text
+
+
+@pytest.mark.parametrize("source, sha, why", [("random-init", None, "randomly initialised stand-in"),
+                                              ("exports", "cd" * 32, "another checkpoint")])
+def test_accuracy_is_withheld_when_parity_did_not_check_the_timed_artifacts(tmp_path, source, sha, why):
+    text = report(tmp_path, bench_json(tmp_path, source=source, sha=sha), parity_json(tmp_path))
+    assert why in text and "test accuracy |" not in text and "91.2" not in text
+
+
+def test_rerunning_replaces_only_its_own_section(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    other = "<!-- begin time-to-accuracy -->\nkept as it is\n<!-- end time-to-accuracy -->"
+    results.write_text(f"# Results\n\nIntro.\n\n{other}\n")
+    bench = bench_json(tmp_path)
+    first = report(tmp_path, bench)
+    assert report(tmp_path, bench) == first
+    assert first.startswith("# Results\n\nIntro.\n\n" + other)
+    assert first.count("<!-- begin benchmarks-cpu -->") == 1 and first.count("<!-- end benchmarks-cpu -->") == 1
+    gpu = report(tmp_path, bench, label="h200")
+    assert gpu.count("<!-- begin benchmarks-") == 2 and other in gpu and (tmp_path / "latency-h200.png").is_file()
+
+
+def test_training_only_json_writes_no_plot(tmp_path):
+    text = report(tmp_path, bench_json(tmp_path, benchmarks=[case("training", "eager-fp32", 512, 3.0)]))
+    assert "### Training throughput" in text and "### Inference" not in text
+    assert not (tmp_path / "latency-cpu.png").exists()
+
+
+def test_json_without_benchmark_figures_is_a_user_error(tmp_path):
+    bench = bench_json(tmp_path, benchmarks=[{"name": "test_other", "extra_info": {}, "stats": {}}])
+    code = cli.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
+                                                      "--results", str(tmp_path / "R.md")])
+    assert code == 2 and not (tmp_path / "R.md").exists()
+
+
+def test_missing_json_is_one_line_on_stderr(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "alexnet_perf.report", "--benchmark-json", str(tmp_path / "no.json")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert "benchmark JSON not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_help_explains_the_command():
+    out = subprocess.run([sys.executable, "-m", "alexnet_perf.report", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and f"usage: {PROG}" in out.stdout and "--benchmark-json" in out.stdout
