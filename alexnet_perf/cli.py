@@ -72,8 +72,10 @@ def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, desc
     parser = build_parser(config_cls, prog, description)
     if presets is not None:
         field_name, table = presets
-        chosen, _ = parser.parse_known_args(argv)
-        parser.set_defaults(**table[getattr(chosen, field_name)])
+        pre = argparse.ArgumentParser(add_help=False)  # reads only the preset, so --help shows its defaults
+        pre.add_argument("--" + field_name.replace("_", "-"), dest=field_name, default=parser.get_default(field_name))
+        chosen = getattr(pre.parse_known_args(argv)[0], field_name)
+        parser.set_defaults(**table.get(chosen, {}))  # an unknown name is reported by the full parse below
     config = config_cls(**vars(parser.parse_args(argv)))
     try:
         return command(config) or 0

@@ -109,3 +109,9 @@ def test_results_sections_are_replaced_in_place_and_others_kept(tmp_path):
     text = path.read_text()
     assert "second A" in text and "first A" not in text and "only B" in text
     assert text.index("second A") < text.index("only B")
+
+
+def test_help_with_a_recipe_shows_that_recipes_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.run(TrainConfig, lambda c: 0, "train", "", ["--recipe", "fast", "--help"], presets=("recipe", RECIPES))
+    assert f"(default: {RECIPES['fast']['epochs']})" in capsys.readouterr().out
