@@ -64,7 +64,7 @@ def test_artifacts_reload_without_the_package_and_match_the_checkpoint_at_batch_
         for kind in ("torchscript", "torch.export", "onnx"):
             np.testing.assert_allclose(logits[f"{kind}-{n}"], reference[:n], rtol=0, atol=1e-4, err_msg=f"{kind}-{n}")
         assert logits[f"int8-{n}"].shape == (n, 10)
-        np.testing.assert_array_equal(logits[f"int8-{n}"], logits[f"int8-300"][:n])
+        np.testing.assert_array_equal(logits[f"int8-{n}"], logits["int8-300"][:n])
     int8_top1 = logits["int8-300"][:len(test)].argmax(1)
     assert (int8_top1 == reference[:len(test)].argmax(1)).mean() >= 0.9
 
