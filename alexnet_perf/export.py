@@ -153,13 +153,16 @@ def run_export(cfg: ExportConfig) -> dict[str, Path]:
     model, ckpt = load_model(cfg.checkpoint)
     data = load_cifar10(cfg.data_dir, download=cfg.download)
     images = calibration_images(data.train_images, cfg.calibration_images, cfg.seed)
-    meta = metadata(cfg.checkpoint, ckpt)
-    out = Path(cfg.out)
+    return export_all(model, Path(cfg.out), images, metadata(cfg.checkpoint, ckpt))
+
+
+def export_all(model: nn.Module, out: Path, calibration: np.ndarray, meta: dict[str, str]) -> dict[str, Path]:
+    """Write the four artifacts of model into out (INT8 calibrated on `calibration`); their paths by kind."""
     paths = {"torchscript": out / TORCHSCRIPT_FILE, "onnx": out / ONNX_FILE, "int8": out / INT8_ONNX_FILE,
              "torch.export": out / EXPORTED_PROGRAM_FILE}
     export_torchscript(model, paths["torchscript"], meta)
     export_onnx(model, paths["onnx"], meta)
-    export_int8(paths["onnx"], paths["int8"], images, meta)
+    export_int8(paths["onnx"], paths["int8"], calibration, meta)
     export_program(model, paths["torch.export"], meta)
     return paths
 

@@ -120,16 +120,16 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cos
 
 def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
     """One group, or two when BatchNorm weights and all biases (the 1-d tensors) are exempt from weight decay."""
-    if decay_norm_and_bias:
-        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
     params = list(model.parameters())
+    if decay_norm_and_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
     return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                criterion: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: torch.dtype | None,
-                clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+               criterion: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: torch.dtype | None,
+               clip: float) -> tuple[torch.Tensor, torch.Tensor]:
     with autocast(x.device, precision):
         logits = model(x)
     loss = criterion(logits.float(), y)
@@ -338,7 +338,8 @@ def train(cfg: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
     return TrainResult(best_val_accuracy=best_acc if best_acc >= 0 else None, best_epoch=best_epoch,
                        epochs_done=len(history), wall_seconds=time.perf_counter() - wall_start,
                        data_seconds=data_seconds, train_seconds=train_seconds,
-                       eval_seconds=sum(h.get("val_seconds", 0.0) for h in history), images_per_second=images / train_seconds if train_seconds else 0.0,
+                       eval_seconds=sum(h.get("val_seconds", 0.0) for h in history),
+                       images_per_second=images / train_seconds if train_seconds else 0.0,
                        interrupted=interrupted, checkpoint=cfg.checkpoint, history=history)
 
 

@@ -57,16 +57,11 @@ def random_batch(batch_size: int, device: torch.device) -> torch.Tensor:
 
 def export_random_network(model: torch.nn.Module, folder: Path) -> None:
     """Write the four artifacts of model into folder with export.py's own exporters."""
-    from alexnet_perf.export import (calibration_images, export_int8, export_onnx, export_program,
-                                     export_torchscript, preprocessing)
+    from alexnet_perf.export import calibration_images, export_all, preprocessing
 
     meta = {"source": "randomly initialised AlexNetCifar (benchmark stand-in)",
             "preprocessing": json.dumps(preprocessing())}
-    export_torchscript(model, folder / TORCHSCRIPT_FILE, meta)
-    export_onnx(model, folder / ONNX_FILE, meta)
-    images = calibration_images(random_images(CALIBRATION_IMAGES), CALIBRATION_IMAGES, seed=0)
-    export_int8(folder / ONNX_FILE, folder / INT8_ONNX_FILE, images, meta)
-    export_program(model, folder / EXPORTED_PROGRAM_FILE, meta)
+    export_all(model, folder, calibration_images(random_images(CALIBRATION_IMAGES), CALIBRATION_IMAGES, seed=0), meta)
 
 
 def flops_per_sample() -> dict[str, float]:
