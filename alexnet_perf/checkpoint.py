@@ -15,6 +15,7 @@ from .errors import UserError
 from .model import AlexNetCifar
 
 FORMAT = "alexnet_perf/checkpoint-v1"
+DEFAULT_CHECKPOINT = ".cache/models/alexnet_cifar.pth"  # train writes it, evaluate/export/parity read it
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:

@@ -32,6 +32,14 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 BATCHES = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
+DATA_DIR_HELP = f"folder holding {BATCHES}/ (default: $CIFAR10_ROOT or {DEFAULT_DATA_DIR})"
+
+
+def preprocessing() -> dict:
+    """The network's input, exactly (what normalize computes): recorded in checkpoints and every exported file."""
+    return {"layout": "NCHW", "shape": ["N", 3, 32, 32], "dtype": "float32", "channels": "RGB",
+            "scale": 1 / 255, "mean": list(MEAN), "std": list(STD),
+            "formula": "x[n, c] = (pixels_uint8[n, c] * scale - mean[c]) / std[c]", "in_graph": False}
 
 
 @dataclass

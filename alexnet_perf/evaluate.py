@@ -13,9 +13,11 @@ import torch.nn.functional as F
 
 from . import cli
 from .atomic import write_atomic, write_text_atomic
-from .checkpoint import load_model
-from .data import CLASSES, DeviceLoader, load_cifar10
+from .checkpoint import DEFAULT_CHECKPOINT, load_model
+from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10
 from .runtime import amp_dtype, autocast, resolve_device, synchronize
+
+EVAL_BATCH_SIZE = 500  # test and validation passes: large enough to amortise per-call overhead, small in memory
 
 
 @dataclass
@@ -75,11 +77,10 @@ def evaluate_model(model: torch.nn.Module, loader: DeviceLoader, precision: torc
 
 @dataclass
 class EvalConfig:
-    checkpoint: str = cli.option(".cache/models/alexnet_cifar.pth", "checkpoint to evaluate (loaded weights-only)")
-    data_dir: str | None = cli.option(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT or "
-                                            ".cache/base_datasets/cifar10)")
+    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "checkpoint to evaluate (loaded weights-only)")
+    data_dir: str | None = cli.option(None, DATA_DIR_HELP)
     download: bool = cli.option(False, "download CIFAR-10 if it is missing")
-    batch_size: int = cli.option(500, "evaluation batch size")
+    batch_size: int = cli.option(EVAL_BATCH_SIZE, "evaluation batch size")
     device: str = cli.option("auto", "auto, cpu, cuda or cuda:N")
     amp: bool = cli.option(False, "evaluate under bf16/fp16 autocast (default: fp32, the reference precision)")
     channels_last: bool = cli.option(True, "feed the network channels-last tensors")

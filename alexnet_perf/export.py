@@ -22,8 +22,8 @@ from . import cli
 from .atomic import write_atomic
 from .backends import (EXPORTED_PROGRAM_FILE, INPUT_NAME, INPUT_SHAPE, INT8_ONNX_FILE, ONNX_FILE, OUTPUT_NAME,
                        TORCHSCRIPT_FILE, torchscript_deprecation_silenced)
-from .checkpoint import load_model, sha256_file
-from .data import CLASSES, MEAN, STD, load_cifar10, normalize
+from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
+from .data import CLASSES, DATA_DIR_HELP, load_cifar10, normalize, preprocessing
 from .errors import UserError
 from .parity import ParityConfig, run_and_report
 
@@ -35,10 +35,9 @@ PROG = "python -m alexnet_perf.export"
 
 @dataclass
 class ExportConfig:
-    checkpoint: str = cli.option(".cache/models/alexnet_cifar.pth", "checkpoint to export (loaded weights-only)")
+    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "checkpoint to export (loaded weights-only)")
     out: str = cli.option("exports", "folder the artifacts, PARITY.md and parity.json are written to")
-    data_dir: str | None = cli.option(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT or "
-                                            ".cache/base_datasets/cifar10); INT8 calibration uses its training "
+    data_dir: str | None = cli.option(None, DATA_DIR_HELP + "; INT8 calibration uses its training "
                                             "images, parity its test images")
     download: bool = cli.option(False, "download CIFAR-10 if it is missing")
     calibration_images: int = cli.option(512, "training images (a seeded random sample, never test images) the "
@@ -46,13 +45,6 @@ class ExportConfig:
     seed: int = cli.option(0, "seed of the calibration sample")
     parity: bool = cli.option(True, "run parity on the artifacts afterwards (exit status 1 if one is out of "
                                     "tolerance)")
-
-
-def preprocessing() -> dict[str, Any]:
-    """The input every artifact expects, exactly (what data.normalize computes)."""
-    return {"layout": "NCHW", "shape": ["N", *INPUT_SHAPE], "dtype": "float32", "channels": "RGB",
-            "scale": 1 / 255, "mean": list(MEAN), "std": list(STD),
-            "formula": "x[n, c] = (pixels_uint8[n, c] * scale - mean[c]) / std[c]", "in_graph": False}
 
 
 def metadata(checkpoint: str | Path, ckpt: dict[str, Any]) -> dict[str, str]:

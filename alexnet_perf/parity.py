@@ -26,8 +26,8 @@ from .atomic import write_text_atomic
 from .backends import (EXPORTED_PROGRAM_FILE, INT8_ONNX_FILE, ONNX_FILE, TORCHSCRIPT_FILE, Backend,
                        BackendUnavailable, eager_backend, exported_program_backend, ort_backend,
                        torchscript_backend)
-from .checkpoint import load_model, sha256_file
-from .data import load_cifar10, normalize
+from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
+from .data import DATA_DIR_HELP, load_cifar10, normalize
 from .errors import UserError
 from .results import machine_description
 
@@ -38,11 +38,10 @@ RANDOM_SEED = 0
 
 @dataclass
 class ParityConfig:
-    checkpoint: str = cli.option(".cache/models/alexnet_cifar.pth", "the checkpoint the artifacts were exported "
+    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "the checkpoint the artifacts were exported "
                                                                      "from (the reference, loaded weights-only)")
     exports: str = cli.option("exports", "folder holding the artifacts; PARITY.md and parity.json go there too")
-    data_dir: str | None = cli.option(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT or "
-                                            ".cache/base_datasets/cifar10)")
+    data_dir: str | None = cli.option(None, DATA_DIR_HELP)
     download: bool = cli.option(False, "download CIFAR-10 if it is missing")
     batch1_images: int = cli.option(10_000, "test images also fed one at a time (the first N; the default is the "
                                             "whole split)")

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from . import cli
-from .checkpoint import FORMAT, last_path, load_checkpoint, save_atomic
-from .data import CLASSES, MEAN, STD, DeviceLoader, load_cifar10, normalize, split_train_val
+from .checkpoint import DEFAULT_CHECKPOINT, FORMAT, last_path, load_checkpoint, save_atomic
+from .data import (CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10, normalize, preprocessing,
+                   split_train_val)
 from .errors import UserError
 from .ema import EMA
-from .evaluate import EvalMetrics, evaluate_model
+from .evaluate import EVAL_BATCH_SIZE, EvalMetrics, evaluate_model
 from .init import whiten_first_conv
 from .model import AlexNetCifar
 from .recipes import RECIPES
@@ -68,10 +69,9 @@ class TrainConfig:
     channels_last: bool = cli.option(True, "channels-last memory layout for the network and its inputs")
     seed: int = cli.option(0, "seed for initialisation, shuffling, augmentation and dropout")
     deterministic: bool = cli.option(False, "use deterministic algorithms only (slower on GPU)")
-    data_dir: str | None = cli.option(None, "folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT or "
-                                            ".cache/base_datasets/cifar10)")
+    data_dir: str | None = cli.option(None, DATA_DIR_HELP)
     download: bool = cli.option(False, "download CIFAR-10 if it is missing")
-    checkpoint: str = cli.option(".cache/models/alexnet_cifar.pth", "best-validation checkpoint path; the "
+    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "best-validation checkpoint path; the "
                                                                      "last-epoch one is written beside it (*.last.pth)")
     resume: bool = cli.option(False, "continue the run saved in the last checkpoint (its configuration is kept)")
     tensorboard: bool = cli.option(True, "log to TensorBoard under --log-dir")
@@ -217,7 +217,7 @@ def train(cfg: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
         train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
     train_loader = DeviceLoader(train_x, train_y, cfg.batch_size, device, train=True, augment=cfg.augment,
                                 seed=cfg.seed, channels_last=cfg.channels_last, crop_padding=cfg.crop_padding)
-    val_loader = DeviceLoader(val_x, val_y, 500, device, channels_last=cfg.channels_last) if len(val_x) else None
+    val_loader = DeviceLoader(val_x, val_y, EVAL_BATCH_SIZE, device, channels_last=cfg.channels_last) if len(val_x) else None
     data_seconds = time.perf_counter() - data_start
 
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -258,7 +258,7 @@ def train(cfg: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
 
     def state(epoch: int, step_in_epoch: int, metrics: dict) -> dict:
         return {"format": FORMAT, "arch": "AlexNetCifar", "num_classes": len(CLASSES), "classes": list(CLASSES),
-                "preprocessing": {"scale": 1 / 255, "mean": list(MEAN), "std": list(STD)},
+                "preprocessing": preprocessing(),
                 "model_state_dict": kept.state_dict(), "train_state_dict": model.state_dict() if ema else None,
                 "optimizer_state_dict": optimizer.state_dict(),
                 "scheduler_state_dict": scheduler.state_dict(), "scaler_state_dict": scaler.state_dict(),

@@ -57,7 +57,8 @@ def random_batch(batch_size: int, device: torch.device) -> torch.Tensor:
 
 def export_random_network(model: torch.nn.Module, folder: Path) -> None:
     """Write the four artifacts of model into folder with export.py's own exporters."""
-    from alexnet_perf.export import calibration_images, export_all, preprocessing
+    from alexnet_perf.data import preprocessing
+    from alexnet_perf.export import calibration_images, export_all
 
     meta = {"source": "randomly initialised AlexNetCifar (benchmark stand-in)",
             "preprocessing": json.dumps(preprocessing())}

@@ -25,7 +25,7 @@ import torch
 
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import DeviceLoader, load_cifar10
-from alexnet_perf.evaluate import evaluate_model
+from alexnet_perf.evaluate import EVAL_BATCH_SIZE, evaluate_model
 from alexnet_perf.runtime import amp_dtype, resolve_device
 from alexnet_perf.train import recipe_config, train
 from alexnet_perf.results import machine_description, update_section
@@ -43,7 +43,7 @@ def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **over
     model, _ = load_model(cfg.checkpoint, map_location=device)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     data = load_cifar10(data_dir)
-    test = DeviceLoader(data.test_images, data.test_labels, 500, device, channels_last=cfg.channels_last)
+    test = DeviceLoader(data.test_images, data.test_labels, EVAL_BATCH_SIZE, device, channels_last=cfg.channels_last)
     precision = amp_dtype(device, cfg.amp)
     plain = evaluate_model(model, test, precision, cfg.label_smoothing, tta=False)
     tta = evaluate_model(model, test, precision, cfg.label_smoothing, tta=True)
