@@ -4,8 +4,11 @@ leaves the previous file intact."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+from .errors import UserError
 
 
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -25,3 +28,30 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def check_writable_dir(folder: str | Path, what: str) -> None:
+    """UserError unless folder is (or can be made) a directory that takes new files: checked by making it and
+    writing a probe file, so that a bad output is found before long work rather than after it."""
+    if str(folder) == "":
+        raise UserError(f"{what} must name a folder, got an empty string")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what}: {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(f"{what}: cannot write into {folder} ({e.strerror or e})") from None
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """UserError unless a file can be written atomically at path: a file path (not a folder, not empty) whose
+    folder takes new files."""
+    if str(path) == "":
+        raise UserError(f"{what} must name a file, got an empty string")
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what}: {path} is a folder; give a file path")
+    check_writable_dir(path.parent, what)

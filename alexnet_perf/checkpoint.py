@@ -1,18 +1,26 @@
-"""Checkpoints: written atomically, read weights-only, checked to be ours before any weight is loaded."""
+"""Checkpoints, the one definition of their format: a training state to a checkpoint and back (train), and a
+checkpoint to a network (evaluate, export, parity, predict). Written atomically, read weights-only, checked to be
+ours (format, CRCs, architecture, finite weights) before any weight is used."""
 
 from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .atomic import write_atomic
+from .data import CLASSES, preprocessing
 from .errors import UserError
 from .model import AlexNetCifar
+
+if TYPE_CHECKING:
+    from .train import Training
 
 FORMAT = "alexnet_perf/checkpoint-v1"
 DEFAULT_CHECKPOINT = ".cache/models/alexnet_cifar.pth"  # train writes it, evaluate/export/parity read it
@@ -44,6 +52,19 @@ def verify_archive(path: Path) -> None:
         raise UserError(f"{path}: checkpoint is damaged or was modified after it was written ({problem})")
 
 
+def _load_failure(error: Exception) -> str:
+    """Why torch.load refused a file, without PyTorch's advice to retry with weights_only=False (which would run
+    whatever code an untrusted file carries)."""
+    text = str(error).strip()
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return (f"it holds a Python object of type {unsupported[1]}, which a checkpoint never does; it was refused "
+                f"unread, since loading it would run code from the file")
+    if "weights only load failed" in text.lower():
+        return "it holds Python objects other than tensors and plain containers; it was refused unread"
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with weights_only=True; a missing, corrupt, tampered or foreign file is a one-line UserError."""
     path = Path(path)
@@ -53,8 +74,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+        raise UserError(f"{path}: not a readable checkpoint ({_load_failure(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not an alexnet_perf checkpoint (expected format {FORMAT!r})")
     return ckpt
@@ -72,6 +92,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint
     if wrong or extra:
         raise UserError(f"{source}: weights do not fit AlexNetCifar ({len(wrong)} missing or misshapen, "
                         f"{len(extra)} unexpected; first: {(wrong + extra)[0]})")
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise UserError(f"{source}: checkpoint holds non-finite (NaN or infinite) weights")
     model.load_state_dict(state)
     return model.eval()
 
@@ -87,3 +109,38 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def training_checkpoint(t: Training, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of a training state: what inference needs (plain-keyed weights of the kept model, classes,
+    preprocessing), and everything --resume needs to continue exactly (optimizer, schedule, scaler, RNG, progress)."""
+    p = t.progress
+    return {"format": FORMAT, "arch": "AlexNetCifar", "num_classes": len(CLASSES), "classes": list(CLASSES),
+            "preprocessing": preprocessing(),
+            "model_state_dict": t.kept.state_dict(), "train_state_dict": t.model.state_dict() if t.ema else None,
+            "optimizer_state_dict": t.optimizer.state_dict(),
+            "scheduler_state_dict": t.scheduler.state_dict(), "scaler_state_dict": t.scaler.state_dict(),
+            "rng": {"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if t.device.type == "cuda" else []},
+            "epoch": p.epoch, "step_in_epoch": p.step_in_epoch, "epoch_sums": dict(p.sums), "metrics": metrics,
+            "best": {"val_accuracy": p.best_val_accuracy, "epoch": p.best_epoch}, "history": list(p.history),
+            "run_dir": p.run_dir, "config": asdict(t.cfg), "torch_version": str(torch.__version__)}
+
+
+def restore_training(t: Training, ckpt: dict[str, Any]) -> None:
+    """Load a training_checkpoint into a freshly built state of the same configuration."""
+    if (ckpt.get("train_state_dict") is None) != (t.ema is None):
+        raise UserError("checkpoint and configuration disagree on whether an EMA of the weights is kept")
+    t.model.load_state_dict(ckpt["train_state_dict"] if t.ema else ckpt["model_state_dict"])
+    if t.ema:
+        t.ema.model.load_state_dict(ckpt["model_state_dict"])
+    t.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+    t.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+    t.scaler.load_state_dict(ckpt["scaler_state_dict"])
+    torch.set_rng_state(ckpt["rng"]["cpu"])
+    if t.device.type == "cuda" and ckpt["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    p = t.progress
+    p.epoch, p.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+    p.best_val_accuracy, p.best_epoch = ckpt["best"]["val_accuracy"], ckpt["best"]["epoch"]
+    p.sums, p.history, p.run_dir = dict(ckpt["epoch_sums"]), list(ckpt["history"]), ckpt["run_dir"]

@@ -1,12 +1,14 @@
-"""Command lines built from configuration dataclasses: one flag per field, help from the field's metadata.
+"""Command lines built from configuration dataclasses: one flag per field, help and valid range from its metadata.
 
-CLIs stay thin: parse into the dataclass, call the command's function, turn a UserError into one line.
+CLIs stay thin: parse the flags the user gave into the dataclass (whose own defaults fill in the rest), check every
+numeric field against its declared range, call the command's function, and turn a UserError into one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shlex
 import sys
 import typing
@@ -15,11 +17,22 @@ from typing import Any, Callable, Sequence, TypeVar
 from .errors import UserError
 
 C = TypeVar("C")
+_BOUNDS = {"at_least": ">=", "above": ">", "at_most": "<=", "below": "<"}
 
 
-def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
-    """A dataclass field that is also a command-line flag."""
-    return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})
+def option(default: Any, help: str, *, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None, below: float | None = None, preset: bool = False,
+           **argparse_kwargs: Any) -> Any:
+    """A dataclass field that is also a command-line flag; the bounds are checked by `validate`. preset: the field
+    selects the defaults of the others (e.g. --recipe), so command_line writes it first."""
+    bounds = {k: v for k, v in dict(at_least=at_least, above=above, at_most=at_most, below=below).items()
+              if v is not None}
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "bounds": bounds, "preset": preset, **argparse_kwargs})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _base_type(hint: Any) -> Any:
@@ -27,57 +40,99 @@ def _base_type(hint: Any) -> Any:
     return args[0] if args else hint
 
 
-def build_parser(config_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def _range_text(bounds: dict[str, float]) -> str:
+    return " and ".join(f"{_BOUNDS[k]} {v:g}" for k, v in bounds.items())
+
+
+def validate(config: Any) -> None:
+    """UserError for the first numeric field outside its declared bounds (NaN and infinities are never valid)."""
+    for f in dataclasses.fields(config):
+        value, bounds = getattr(config, f.name), f.metadata.get("bounds", {})
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        ok = math.isfinite(value) and all(
+            {"at_least": value >= b, "above": value > b, "at_most": value <= b, "below": value < b}[k]
+            for k, b in bounds.items())
+        if not ok:
+            want = _range_text(bounds) if bounds else "a finite number"
+            raise UserError(f"{flag(f.name)} must be {want}, got {value!r}")
+
+
+def build_parser(config_cls: type, prog: str, description: str, shown: Any = None, *, add_help: bool = True,
+                 exit_on_error: bool = True) -> argparse.ArgumentParser:
+    """The parser of config_cls. Flags the user does not give stay absent from the parsed namespace, so that the
+    dataclass (not argparse) decides every default; --help shows the defaults of `shown` (default: config_cls())."""
+    shown = config_cls() if shown is None else shown
+    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=add_help,
+                                     exit_on_error=exit_on_error)
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
-        meta = dict(f.metadata)
-        kwargs: dict[str, Any] = {"default": f.default, "help": meta.pop("help", None), **meta}
+        meta = {k: v for k, v in f.metadata.items() if k not in ("help", "bounds", "preset")}
+        bounds = f.metadata.get("bounds", {})
+        help_text = f.metadata.get("help", "")
+        if bounds:
+            help_text += f"; {_range_text(bounds)}"
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, **meta}
         kind = _base_type(hints[f.name])
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs.setdefault("type", kind)
             kwargs.setdefault("metavar", f.name.upper())
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+        kwargs["help"] = f"{help_text} (default: {getattr(shown, f.name)})".replace("%", "%%")
+        parser.add_argument(flag(f.name), dest=f.name, **kwargs)
     return parser
 
 
-def command_line(prog: str, config: Any) -> str:
-    """The command that rebuilds config: prog plus one flag for each field that differs from its default.
+def _given(config_cls: type, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The flags given so far, read leniently (no --help, unknown or malformed flags ignored): they decide the
+    defaults --help shows, e.g. `train --recipe fast --help` shows the fast recipe's values."""
+    lenient = build_parser(config_cls, "", "", shown=config_cls(), add_help=False, exit_on_error=False)
+    try:
+        return vars(lenient.parse_known_args(argv)[0])
+    except argparse.ArgumentError:
+        return {}
 
-    Reports record it so that a figure can be reproduced by pasting one line.
-    """
+
+def parse(config_cls: type[C], prog: str, description: str, argv: Sequence[str] | None = None) -> C:
+    """argv → config_cls(**given flags), range-checked. Usage errors exit 2 through argparse; a configuration that
+    the dataclass itself refuses (e.g. an unknown recipe) raises UserError."""
+    try:
+        shown = config_cls(**_given(config_cls, argv))
+    except UserError:
+        shown = config_cls()
+    args = build_parser(config_cls, prog, description, shown).parse_args(argv)
+    config = config_cls(**vars(args))
+    validate(config)
+    return config
+
+
+def command_line(prog: str, config: Any) -> str:
+    """The command that rebuilds config: prog, its preset flags, then one flag for each field that differs from
+    the default those presets give. Reports record it so that a figure can be reproduced by pasting one line."""
+    fields = dataclasses.fields(config)
+    presets = {f.name: getattr(config, f.name) for f in fields if f.metadata.get("preset")}
+    defaults = type(config)(**presets)
     parts: list[str] = []
-    for f in dataclasses.fields(config):
+    for f in sorted(fields, key=lambda f: not f.metadata.get("preset")):
         value = getattr(config, f.name)
-        if value == f.default:
+        if f.name not in presets and value == getattr(defaults, f.name):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        if f.name in presets and value == f.default:
+            continue
         if isinstance(value, bool):
-            parts.append(flag if value else "--no-" + flag[2:])
+            parts.append(flag(f.name) if value else "--no-" + flag(f.name)[2:])
         else:
-            parts += [flag, str(value)]
+            parts += [flag(f.name), str(value)]
     return " ".join([prog, *map(shlex.quote, parts)])
 
 
 def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, description: str,
-        argv: Sequence[str] | None = None, presets: tuple[str, dict[str, dict[str, Any]]] | None = None) -> int:
-    """Parse argv into config_cls, run command; user mistakes end as `prog: error: ...` with exit status 2.
-
-    presets = (field, {name: {field: value}}): the chosen preset's values become the defaults that the other
-    flags override (e.g. --recipe fast --epochs 12).
-    """
-    parser = build_parser(config_cls, prog, description)
-    if presets is not None:
-        field_name, table = presets
-        pre = argparse.ArgumentParser(add_help=False)  # reads only the preset, so --help shows its defaults
-        pre.add_argument("--" + field_name.replace("_", "-"), dest=field_name, default=parser.get_default(field_name))
-        chosen = getattr(pre.parse_known_args(argv)[0], field_name)
-        parser.set_defaults(**table.get(chosen, {}))  # an unknown name is reported by the full parse below
-    config = config_cls(**vars(parser.parse_args(argv)))
+        argv: Sequence[str] | None = None) -> int:
+    """Parse argv into config_cls and run command; a user mistake ends as `prog: error: ...` with exit status 2,
+    Ctrl-C that the command does not handle itself as `prog: interrupted` with 130."""
     try:
+        config = parse(config_cls, prog, description, argv)
         return command(config) or 0
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

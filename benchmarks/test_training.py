@@ -1,7 +1,7 @@
 """Training throughput: images/s of one training step of the `fast` recipe (next batch from the device-resident
 loader with its augmentation, forward, loss, backward, SGD update), per configuration and batch size.
 
-The step is train.py's own train_step; only the model, optimizer and loader are set up here, as train() does.
+The state and the step are train.py's own (build_training, Training.step); only the images are random.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from alexnet_perf.data import DeviceLoader
-from alexnet_perf.model import AlexNetCifar
-from alexnet_perf.runtime import amp_dtype, synchronize
-from alexnet_perf.train import parameter_groups, recipe_config, train_step
+from alexnet_perf.runtime import synchronize
+from alexnet_perf.train import TrainConfig, build_training
 
 RECIPE = "fast"
 BATCH_SIZES = (128, 512)
@@ -61,30 +59,17 @@ def test_training_step(measure, make_images, device: str, config_id: str, batch_
     spec = SPECS[config_id]
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip(f"torch {torch.__version__} sees no CUDA GPU here")
-    dev = torch.device(device)
-    cfg = recipe_config(RECIPE, batch_size=batch_size, amp=spec.amp, channels_last=spec.channels_last,
-                        compile=spec.compile, device=device)
+    cfg = TrainConfig(RECIPE, batch_size=batch_size, amp=spec.amp, channels_last=spec.channels_last,
+                      compile=spec.compile, device=device, val_size=0)
     torch.compiler.reset()
-    torch.manual_seed(0)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = AlexNetCifar().to(dev, memory_format=memory_format).train()
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias), lr=cfg.lr,
-                                momentum=cfg.momentum, nesterov=cfg.nesterov)
-    precision = amp_dtype(dev, cfg.amp)
-    scaler = torch.amp.GradScaler(dev.type, enabled=precision == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     images = make_images(LOADER_BATCHES * batch_size)
-    labels = np.arange(len(images)) % 10
-    loader = DeviceLoader(images, labels, batch_size, dev, train=True, augment=cfg.augment, seed=cfg.seed,
-                          channels_last=cfg.channels_last, crop_padding=cfg.crop_padding)
-    batches = _forever(loader)
-    net = torch.compile(model) if cfg.compile else model
+    t = build_training(cfg, (images, np.arange(len(images)) % 10))
+    batches = _forever(t.train_loader)
 
     def step() -> None:
-        x, y = next(batches)
-        train_step(net, optimizer, scaler, criterion, x, y, precision, cfg.clip_grad_norm)
-        synchronize(dev)
+        t.step(*next(batches))
+        synchronize(t.device)
 
-    measure(step, kind="training", batch_size=batch_size, backend=spec.label(precision), device=dev,
-            dtype=str(precision or torch.float32).removeprefix("torch."),
-            threads=torch.get_num_threads() if dev.type == "cpu" else None)
+    measure(step, kind="training", batch_size=batch_size, backend=spec.label(t.precision), device=t.device,
+            dtype=str(t.precision or torch.float32).removeprefix("torch."),
+            threads=torch.get_num_threads() if t.device.type == "cpu" else None)

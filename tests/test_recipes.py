@@ -11,7 +11,8 @@ from alexnet_perf.ema import EMA
 from alexnet_perf.evaluate import predict
 from alexnet_perf.model import AlexNetCifar
 from alexnet_perf.recipes import RECIPES
-from alexnet_perf.train import TrainConfig, lr_factor, parameter_groups, recipe_config
+from alexnet_perf.errors import UserError
+from alexnet_perf.train import TrainConfig, lr_factor, parameter_groups
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():
@@ -73,16 +74,33 @@ def test_every_recipe_names_only_real_options():
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     for recipe, values in RECIPES.items():
         assert set(values) <= names, recipe
-        assert recipe_config(recipe).recipe == recipe
-    assert recipe_config("seed") == TrainConfig()
+        assert TrainConfig(recipe).recipe == recipe
+    assert TrainConfig("seed") == TrainConfig()
+
+
+def test_a_recipe_named_in_python_applies_its_settings():
+    cfg = TrainConfig(recipe="fast", epochs=3)
+    assert cfg.epochs == 3 and cfg.recipe == "fast"
+    assert {k: getattr(cfg, k) for k in RECIPES["fast"] if k != "epochs"} == \
+        {k: v for k, v in RECIPES["fast"].items() if k != "epochs"}
+
+
+def test_an_unknown_recipe_is_a_user_error():
+    with pytest.raises(UserError, match="unknown recipe 'quick'"):
+        TrainConfig(recipe="quick")
 
 
 def test_recipe_flag_sets_defaults_that_other_flags_override():
-    seen = {}
-    cli.run(TrainConfig, lambda c: seen.update(cfg=c), "train", "",
-            ["--recipe", "fast", "--epochs", "3"], presets=("recipe", RECIPES))
-    cfg = seen["cfg"]
-    assert cfg.epochs == 3 and cfg.batch_size == RECIPES["fast"]["batch_size"] and cfg.recipe == "fast"
+    cfg = cli.parse(TrainConfig, "train", "", ["--recipe", "fast", "--epochs", "3", "--no-amp"])
+    assert cfg == TrainConfig("fast", epochs=3, amp=False)
+    assert cfg.batch_size == RECIPES["fast"]["batch_size"] != TrainConfig().batch_size
+
+
+def test_command_line_rebuilds_a_recipe_configuration():
+    cfg = TrainConfig("fast", epochs=12, amp=False, seed=3)
+    line = cli.command_line("train", cfg)
+    assert line.startswith("train --recipe fast ")
+    assert cli.parse(TrainConfig, "train", "", line.split()[1:]) == cfg
 
 
 def test_whitening_filters_decorrelate_patches_to_unit_variance():
@@ -113,5 +131,5 @@ def test_results_sections_are_replaced_in_place_and_others_kept(tmp_path):
 
 def test_help_with_a_recipe_shows_that_recipes_defaults(capsys):
     with pytest.raises(SystemExit):
-        cli.run(TrainConfig, lambda c: 0, "train", "", ["--recipe", "fast", "--help"], presets=("recipe", RECIPES))
-    assert f"(default: {RECIPES['fast']['epochs']})" in capsys.readouterr().out
+        cli.run(TrainConfig, lambda c: 0, "train", "", ["--recipe", "fast", "--help"])
+    assert f"number of epochs; >= 1 (default: {RECIPES['fast']['epochs']})" in capsys.readouterr().out

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from alexnet_perf.checkpoint import last_path, load_checkpoint, save_atomic
+from alexnet_perf.checkpoint import last_path, load_checkpoint, restore_training, save_atomic, training_checkpoint
 from alexnet_perf.errors import UserError
-from alexnet_perf.train import TrainConfig, lr_factor, train
+from alexnet_perf.train import Training, TrainConfig, build_training, lr_factor, train
 
 
 def tiny_config(data_dir, tmp_path, **overrides) -> TrainConfig:
@@ -50,7 +50,7 @@ def test_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_would(synt
     straight = tmp_path / "straight"
     train(tiny_config(synthetic_cifar, straight, augment=True))
     broken = tmp_path / "broken"
-    first = train(tiny_config(synthetic_cifar, broken, augment=True), stop=StopAfter(35))
+    first = train(tiny_config(synthetic_cifar, broken, augment=True), stop=StopAfter(18))
     saved = load_checkpoint(last_path(broken / "m.pth"))
     assert first.interrupted and saved["epoch"] == 1 and 0 < saved["step_in_epoch"] < 16
     second = train(tiny_config(synthetic_cifar, broken, resume=True, augment=False))  # saved config wins
@@ -72,9 +72,128 @@ def test_resume_without_a_saved_run_is_a_clear_error(synthetic_cifar, tmp_path):
 def test_non_finite_loss_stops_the_run_and_keeps_the_best_checkpoint(synthetic_cifar, tmp_path):
     train(tiny_config(synthetic_cifar, tmp_path, epochs=1))
     before = (tmp_path / "m.pth").read_bytes()
-    with pytest.raises(UserError, match="non-finite"):
-        train(tiny_config(synthetic_cifar, tmp_path, epochs=1, lr=1e30, clip_grad_norm=0.0))
+    with pytest.raises(UserError, match="non-finite.*wrote no checkpoint \\(.*m.pth.* left as they were"):
+        train(tiny_config(synthetic_cifar, tmp_path, epochs=1, lr=1e30, clip_grad_norm=0.0, overwrite=True))
     assert (tmp_path / "m.pth").read_bytes() == before
+
+
+def poison_weights_at(monkeypatch, step_number: int) -> None:
+    """Make optimizer step number step_number (1-based, over the run) leave NaN weights behind while its own loss
+    stays finite: a divergence in the last step of an epoch, which the loss alone cannot reveal."""
+    real_step, calls = Training.step, []
+
+    def step(self, x, y):
+        out = real_step(self, x, y)
+        calls.append(1)
+        if len(calls) == step_number:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(Training, "step", step)
+
+
+def test_nan_weights_from_the_last_step_of_the_first_epoch_are_never_saved(synthetic_cifar, tmp_path, monkeypatch):
+    cfg = tiny_config(synthetic_cifar, tmp_path, epochs=1)
+    poison_weights_at(monkeypatch, 16)  # 256 training images / batch 16: the epoch's last step
+    with pytest.raises(UserError, match="weights became non-finite .*; this run wrote no checkpoint$"):
+        train(cfg)
+    assert not (tmp_path / "m.pth").exists() and not last_path(tmp_path / "m.pth").exists()
+
+
+def test_nan_weights_in_a_later_epoch_leave_the_saved_best_as_it_was(synthetic_cifar, tmp_path, monkeypatch):
+    poison_weights_at(monkeypatch, 32)  # the last step of epoch 2
+    with pytest.raises(UserError, match=r"epoch 2.*best checkpoint .*m.pth \(epoch 1\)"):
+        train(tiny_config(synthetic_cifar, tmp_path, epochs=2))
+    best = load_checkpoint(tmp_path / "m.pth")
+    assert best["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in best["model_state_dict"].values() if v.is_floating_point())
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_by_name(tmp_path):
+    from alexnet_perf.checkpoint import model_from_checkpoint
+    from alexnet_perf.model import AlexNetCifar
+
+    state = AlexNetCifar().state_dict()
+    state["classifier.2.bias"][0] = float("nan")
+    with pytest.raises(UserError, match="non-finite"):
+        model_from_checkpoint({"model_state_dict": state}, "x.pth")
+
+
+def test_a_new_run_refuses_to_replace_an_earlier_runs_checkpoints(synthetic_cifar, tmp_path):
+    first = train(tiny_config(synthetic_cifar, tmp_path, epochs=1))
+    best, last = (tmp_path / "m.pth").read_bytes(), last_path(tmp_path / "m.pth").read_bytes()
+    with pytest.raises(UserError, match="already exist.*--resume.*--overwrite"):
+        train(tiny_config(synthetic_cifar, tmp_path, epochs=1, seed=1))
+    assert (tmp_path / "m.pth").read_bytes() == best and last_path(tmp_path / "m.pth").read_bytes() == last
+    again = train(tiny_config(synthetic_cifar, tmp_path, epochs=1, seed=1, overwrite=True))
+    assert again.epochs_done == 1 and first.epochs_done == 1
+    assert load_checkpoint(tmp_path / "m.pth")["config"]["seed"] == 1
+
+
+def test_ema_weights_are_the_ones_validated_and_saved(synthetic_cifar, tmp_path):
+    train(tiny_config(synthetic_cifar, tmp_path, epochs=1, ema=0.9))
+    ckpt = load_checkpoint(tmp_path / "m.pth")
+    live, kept = ckpt["train_state_dict"], ckpt["model_state_dict"]
+    assert set(live) == set(kept)
+    assert any(not torch.equal(live[k], kept[k]) for k in kept if kept[k].is_floating_point())
+    assert ckpt["config"]["ema"] == 0.9
+
+
+def test_resume_with_ema_ends_where_an_uninterrupted_run_would(synthetic_cifar, tmp_path):
+    train(tiny_config(synthetic_cifar, tmp_path / "straight", ema=0.8))
+    first = train(tiny_config(synthetic_cifar, tmp_path / "broken", ema=0.8), stop=StopAfter(20))
+    assert first.interrupted
+    train(tiny_config(synthetic_cifar, tmp_path / "broken", resume=True))
+    a = load_checkpoint(last_path(tmp_path / "straight" / "m.pth"))
+    b = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
+    for name in ("model_state_dict", "train_state_dict"):
+        for key, value in a[name].items():
+            assert torch.equal(value, b[name][key]), (name, key)
+
+
+def test_training_state_round_trips_through_a_checkpoint(synthetic_cifar, tmp_path):
+    cfg = tiny_config(synthetic_cifar, tmp_path, epochs=3, ema=0.5, augment=True)
+    data = ((torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8).numpy(), (torch.arange(64) % 10).numpy()))
+    a = build_training(cfg, data)
+    for x, y in a.train_loader.epoch(0):
+        a.step(x, y)
+    a.progress.epoch, a.progress.history = 1, [{"epoch": 1}]
+    b = build_training(cfg, data)
+    restore_training(b, training_checkpoint(a, {}))
+    assert b.progress == a.progress
+    for sa, sb in ((a.model, b.model), (a.kept, b.kept)):
+        for (k, va), vb in zip(sa.state_dict().items(), sb.state_dict().values()):
+            assert torch.equal(va, vb), k
+    assert b.scheduler.state_dict()["last_epoch"] == a.scheduler.state_dict()["last_epoch"] == 4
+
+
+def test_foreign_python_objects_in_a_checkpoint_are_refused_without_unsafe_advice(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"format": "alexnet_perf/checkpoint-v1", "payload": StopAfter(1)}, path)
+    with pytest.raises(UserError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "StopAfter" in message and "refused" in message
+    assert "weights_only" not in message and "False" not in message and "\n" not in message
+
+
+def test_progress_prints_an_estimate_of_the_run_and_points_cpu_users_at_the_fast_recipe(
+        synthetic_cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("alexnet_perf.train.LONG_RUN_SECONDS", 0)
+    train(tiny_config(synthetic_cifar, tmp_path, epochs=3))
+    out = capsys.readouterr().out
+    assert out.count("estimate: 2 more epochs at") == 1 and "finishing about" in out
+    assert "--recipe fast" in out
+    assert out.index("epoch 1/3") < out.index("estimate:") < out.index("epoch 2/3")
+
+
+def test_the_fast_recipe_gets_no_pointer_to_itself(synthetic_cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("alexnet_perf.train.LONG_RUN_SECONDS", 0)
+    train(TrainConfig("fast", epochs=2, batch_size=16, amp=False, data_dir=str(synthetic_cifar),
+                      checkpoint=str(tmp_path / "m.pth"), tensorboard=False, device="cpu"))
+    out = capsys.readouterr().out
+    assert "estimate: 1 more epochs" in out and "--recipe fast" not in out
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
