@@ -31,19 +31,23 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def check_writable_dir(folder: str | Path, what: str) -> None:
-    """UserError unless folder is (or can be made) a directory that takes new files: checked by making it and
-    writing a probe file, so that a bad output is found before long work rather than after it."""
+    """UserError unless folder is (or can be made) a directory that takes new files: checked by permissions and a
+    probe file in it or its nearest existing parent, so that a bad output is found before long work, not after."""
     if str(folder) == "":
         raise UserError(f"{what} must name a folder, got an empty string")
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"{what}: {folder} is a file, not a folder")
+        raise UserError(f"{what} {folder} is a file, not a folder")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{what} {folder} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder}: {existing} is not writable")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):  # creates nothing that outlives the check
             pass
     except OSError as e:
-        raise UserError(f"{what}: cannot write into {folder} ({e.strerror or e})") from None
+        raise UserError(f"{what} {folder}: cannot write into {existing} ({e.strerror or e})") from None
 
 
 def check_writable(path: str | Path, what: str) -> None:
@@ -53,5 +57,5 @@ def check_writable(path: str | Path, what: str) -> None:
         raise UserError(f"{what} must name a file, got an empty string")
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{what}: {path} is a folder; give a file path")
+        raise UserError(f"{what} {path} is a folder, not a file")
     check_writable_dir(path.parent, what)

@@ -1,14 +1,19 @@
 """`python -m alexnet_perf.export`: write the checkpoint's network as TorchScript, ONNX (fp32 and static INT8) and a
-torch.export program, then prove with parity.py that each computes what the checkpoint computes.
+torch.export program (the artifact set of artifacts.py), then, from the command line, prove with parity.py that each
+computes what the checkpoint computes.
 
 Every artifact takes the same input: float32 (N, 3, 32, 32) RGB, pixels scaled by 1/255 then standardised with
 data.MEAN/STD per channel. The preprocessing is not part of any graph; it is recorded in each file's metadata and
-documented in exports/README.md. Each file is written atomically: an interrupted export never leaves a torn one.
+documented in exports/README.md. The set changes as a whole: it is written into a staging folder inside --out and
+only moved into place once all four files are there, so a failed or interrupted export leaves the previous set
+(and parity's report on it) as it was.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +24,12 @@ import torch
 from torch import nn
 
 from . import cli
-from .atomic import write_atomic
-from .backends import (EXPORTED_PROGRAM_FILE, INPUT_NAME, INPUT_SHAPE, INT8_ONNX_FILE, ONNX_FILE, OUTPUT_NAME,
-                       TORCHSCRIPT_FILE, torchscript_deprecation_silenced)
+from .artifacts import (EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, METADATA_FILE, ONNX, OUTPUT_NAME,
+                        PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths, torchscript_deprecation_silenced)
+from .atomic import check_writable_dir, write_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import CLASSES, DATA_DIR_HELP, load_cifar10, normalize, preprocessing
 from .errors import UserError
-from .parity import ParityConfig, run_and_report
 
 OPSET = 18
 EXAMPLE_BATCH = 2  # ≥ 2, so that the exporters keep the batch axis symbolic instead of specialising it to 1
@@ -47,18 +51,19 @@ class ExportConfig:
                                     "tolerance)")
 
 
-def metadata(checkpoint: str | Path, ckpt: dict[str, Any]) -> dict[str, str]:
-    """String metadata stored in every artifact: classes, preprocessing, source checkpoint, exporter versions."""
+def exporter_versions() -> dict[str, str]:
+    """The versions of the packages that write the artifacts."""
     import onnx
     import onnxscript
 
-    return {"classes": json.dumps(list(ckpt.get("classes", CLASSES))),
-            "preprocessing": json.dumps(preprocessing()),
-            "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
-            "source_checkpoint": Path(checkpoint).name, "source_checkpoint_sha256": sha256_file(checkpoint),
-            "source_epoch": str(ckpt.get("epoch")),
-            "exporter_versions": json.dumps({"torch": str(torch.__version__), "onnx": onnx.__version__,
-                                             "onnxscript": onnxscript.__version__})}
+    return {"torch": str(torch.__version__), "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
+
+
+def metadata(checkpoint: str | Path, ckpt: dict[str, Any]) -> ArtifactMetadata:
+    """What every artifact records: classes, preprocessing, source checkpoint and its sha256, exporter versions."""
+    return ArtifactMetadata(classes=list(ckpt.get("classes", CLASSES)), preprocessing=preprocessing(),
+                            source_checkpoint=Path(checkpoint).name, source_checkpoint_sha256=sha256_file(checkpoint),
+                            source_epoch=str(ckpt.get("epoch")), exporter_versions=exporter_versions())
 
 
 def _example() -> torch.Tensor:
@@ -70,17 +75,17 @@ def _batch_dim() -> dict[str, dict[int, Any]]:
 
 
 def export_torchscript(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
-    """Traced and frozen TorchScript; the metadata travels as the extra file metadata.json."""
+    """Traced and frozen TorchScript; the metadata travels as the extra file METADATA_FILE."""
     with torchscript_deprecation_silenced():
         with torch.no_grad():
             frozen = torch.jit.freeze(torch.jit.trace(model, _example()))
-        write_atomic(path, lambda f: torch.jit.save(frozen, f, _extra_files={"metadata.json": json.dumps(meta)}))
+        write_atomic(path, lambda f: torch.jit.save(frozen, f, _extra_files={METADATA_FILE: json.dumps(meta)}))
 
 
 def export_program(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
     """torch.export program with a dynamic batch axis (TorchScript's successor); loads with torch.export.load."""
     program = torch.export.export(model, (_example(),), dynamic_shapes=_batch_dim())
-    write_atomic(path, lambda f: torch.export.save(program, f, extra_files={"metadata.json": json.dumps(meta)}))
+    write_atomic(path, lambda f: torch.export.save(program, f, extra_files={METADATA_FILE: json.dumps(meta)}))
 
 
 def _save_onnx(proto, path: Path, meta: dict[str, str]) -> None:
@@ -141,29 +146,59 @@ def export_int8(onnx_path: Path, path: Path, images: np.ndarray, meta: dict[str,
 
 
 def run_export(cfg: ExportConfig) -> dict[str, Path]:
-    """Write the four artifacts into cfg.out; returns their paths by kind."""
+    """Write the four artifacts into cfg.out; returns their paths by kind. An unusable --out is refused before any
+    work."""
+    out = Path(cfg.out)
+    check_writable_dir(out, "--out")
     model, ckpt = load_model(cfg.checkpoint)
     data = load_cifar10(cfg.data_dir, download=cfg.download)
     images = calibration_images(data.train_images, cfg.calibration_images, cfg.seed)
-    return export_all(model, Path(cfg.out), images, metadata(cfg.checkpoint, ckpt))
+    return export_all(model, out, images, metadata(cfg.checkpoint, ckpt))
 
 
-def export_all(model: nn.Module, out: Path, calibration: np.ndarray, meta: dict[str, str]) -> dict[str, Path]:
-    """Write the four artifacts of model into out (INT8 calibrated on `calibration`); their paths by kind."""
-    paths = {"torchscript": out / TORCHSCRIPT_FILE, "onnx": out / ONNX_FILE, "int8": out / INT8_ONNX_FILE,
-             "torch.export": out / EXPORTED_PROGRAM_FILE}
-    export_torchscript(model, paths["torchscript"], meta)
-    export_onnx(model, paths["onnx"], meta)
-    export_int8(paths["onnx"], paths["int8"], calibration, meta)
-    export_program(model, paths["torch.export"], meta)
+def write_set(model: nn.Module, folder: Path, calibration: np.ndarray, meta: dict[str, str]) -> None:
+    """Write the four artifacts of model into folder (INT8 calibrated on `calibration`)."""
+    paths = artifact_paths(folder)
+    export_torchscript(model, paths[TORCHSCRIPT], meta)
+    export_onnx(model, paths[ONNX], meta)
+    export_int8(paths[ONNX], paths[INT8], calibration, meta)
+    export_program(model, paths[EXPORTED_PROGRAM], meta)
+
+
+def install_set(staging: Path, out: Path) -> dict[str, Path]:
+    """Move the staged set into out, over the previous one; their paths by kind.
+
+    Parity's report on the previous set goes first, so that it never describes other files than those on disk;
+    the moves are renames within one folder, and a set left mixed by an interruption between them is reported by
+    parity as artifacts of different checkpoints."""
+    for name in PARITY_FILES:
+        (out / name).unlink(missing_ok=True)
+    paths = artifact_paths(out)
+    for kind, path in paths.items():
+        os.replace(staging / FILES[kind], path)
     return paths
 
 
+def export_all(model: nn.Module, out: Path, calibration: np.ndarray, meta: ArtifactMetadata) -> dict[str, Path]:
+    """Write the artifact set of model into out as a whole (staged inside out, then moved into place); their paths
+    by kind. Until every file is written, out is left untouched."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        write_set(model, staging, calibration, meta.to_strings())
+        return install_set(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def main(cfg: ExportConfig) -> int:
+    """Export, then (unless --no-parity) run parity on the new set."""
     for kind, path in run_export(cfg).items():
         print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.2f} MB)")
     if not cfg.parity:
         return 0
+    from .parity import ParityConfig, run_and_report
+
     parity = ParityConfig(checkpoint=cfg.checkpoint, exports=cfg.out, data_dir=cfg.data_dir, download=cfg.download)
     return run_and_report(parity, cli.command_line(PROG, cfg))
 

@@ -1,9 +1,10 @@
 """`python -m alexnet_perf.report`: turn a benchmark JSON into tables, a plot and a section of benchmarks/RESULTS.md.
 
-Reads what `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` wrote (each case's extra_info carries its
-backend, device, precision, threads, batch size and ms per sample), and exports/parity.json when it describes the
-artifacts that were timed, so that accuracy stands next to latency. Writes a PNG of ms/sample against batch size
-(one line per backend, log scales) and replaces its own marked section of RESULTS.md, leaving the others alone.
+Reads what `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` wrote (each case's extra_info is a
+results.CaseInfo: backend, device, precision, threads, batch size and ms per sample), and exports/parity.json (a
+parity.ParityReport) when it describes the artifacts that were timed, so that accuracy stands next to latency.
+Writes a PNG of ms/sample against batch size (one line per backend, log scales) and replaces its own marked section
+of RESULTS.md, leaving the others alone. Output paths are checked before anything is read or drawn.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from . import cli
-from .atomic import write_atomic
+from .atomic import check_writable, write_atomic
 from .errors import UserError
-from .results import update_section
+from .parity import ParityReport
+from .results import CaseInfo, TimedArtifacts, from_dict, update_section
 
 PROG = "python -m alexnet_perf.report"
-REFERENCE_BACKEND = "eager-fp32"  # speed-ups are against PyTorch eager fp32 on the same device and batch size
 _TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")
 
 
@@ -41,82 +42,87 @@ class ReportConfig:
                                                     "for the artifacts that were benchmarked")
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One benchmarked case."""
-
-    kind: str  # inference or training
-    backend: str
-    device: str
-    dtype: str
-    threads: int | None
-    batch_size: int
-    ms_per_sample: float
-    samples_per_s: float
-    rounds: int
-    iterations: int
-
-
-def load_benchmarks(path: str | Path) -> tuple[dict[str, Any], list[Entry]]:
-    """The JSON document and its cases that carry ms_per_sample; a missing or foreign file is a UserError."""
-    path = Path(path)
+def _read_json(path: Path) -> Any:
+    """The JSON document at path; a missing, unreadable or non-JSON file is a UserError."""
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"benchmark JSON not found: {path} (write it with `pytest benchmarks/ --benchmark-only "
                         f"--benchmark-json={path}`)") from None
+    except IsADirectoryError:
+        raise UserError(f"--benchmark-json {path} is a folder, not a benchmark JSON file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not readable JSON ({e})") from None
-    entries = []
-    for bench in data.get("benchmarks", []) if isinstance(data, dict) else []:
-        info, stats = bench.get("extra_info", {}), bench.get("stats", {})
-        if "ms_per_sample" not in info:
-            continue
-        entries.append(Entry(kind=info["kind"], backend=info["backend"], device=info["device"], dtype=info["dtype"],
-                             threads=info.get("threads"), batch_size=int(info["batch_size"]),
-                             ms_per_sample=float(info["ms_per_sample"]), samples_per_s=float(info["samples_per_s"]),
-                             rounds=int(stats.get("rounds", 0)), iterations=int(stats.get("iterations", 1))))
-    if not entries:
+
+
+def _case(bench: Any, path: Path) -> CaseInfo | None:
+    """The timed case a benchmark entry describes (None: untimed, or not a case of this suite)."""
+    info = bench.get("extra_info") if isinstance(bench, dict) else None
+    if not isinstance(info, dict) or info.get("ms_per_sample") is None:
+        return None
+    try:
+        return from_dict(CaseInfo, info, "extra_info")
+    except ValueError as e:
+        raise UserError(f"{path}: benchmark {bench.get('name', '?')!r} has a malformed {e}") from None
+
+
+def load_benchmarks(path: str | Path) -> tuple[dict[str, Any], list[CaseInfo]]:
+    """The JSON document and its timed cases; a missing, foreign or malformed file is a UserError."""
+    path = Path(path)
+    data = _read_json(path)
+    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
+    cases = [c for c in (_case(b, path) for b in benchmarks or []) if c is not None]
+    if not cases:
         raise UserError(f"{path}: no benchmark in it carries ms_per_sample (is it the JSON of `pytest benchmarks/ "
                         f"--benchmark-only --benchmark-json=...`?)")
-    return data, entries
+    return data, cases
 
 
-def speedups(entries: list[Entry]) -> dict[Entry, float]:
-    """Reference ms/sample ÷ the entry's, where the reference ran the same kind, device and batch size."""
-    reference = {(e.kind, e.device, e.batch_size): e.ms_per_sample for e in entries if e.backend == REFERENCE_BACKEND}
+def timed_artifacts(data: dict[str, Any], path: str | Path) -> TimedArtifacts | None:
+    """The artifact set the benchmarks loaded (None: no case loaded one); a malformed entry is a UserError."""
+    if data.get("artifacts") is None:
+        return None
+    try:
+        return from_dict(TimedArtifacts, data["artifacts"], "artifacts")
+    except ValueError as e:
+        raise UserError(f"{path}: malformed {e}") from None
+
+
+def speedups(entries: list[CaseInfo]) -> dict[CaseInfo, float]:
+    """Reference ms/sample ÷ the entry's, where the reference (PyTorch eager fp32) ran the same kind, device and
+    batch size."""
+    reference = {(e.kind, e.device, e.batch_size): e.ms_per_sample for e in entries if e.reference}
     return {e: reference[(e.kind, e.device, e.batch_size)] / e.ms_per_sample
             for e in entries if (e.kind, e.device, e.batch_size) in reference}
 
 
-def parity_accuracies(parity_path: str | Path, artifacts: dict[str, Any] | None) -> tuple[dict[tuple, float], str]:
+def parity_accuracies(parity_path: str | Path, artifacts: TimedArtifacts | None) -> tuple[dict[tuple, float], str]:
     """{(backend, device type): test accuracy} from parity.json, and a note saying where they come from or why
-    there are none: they are shown only when the benchmarks timed the artifacts parity checked."""
+    there are none: they are shown only when the benchmarks timed the artifacts parity checked. A damaged
+    parity.json is a UserError."""
     path = Path(parity_path)
     if not path.is_file():
         return {}, f"no test accuracy: {path} not found (run `python -m alexnet_perf.export`)"
-    if not artifacts or artifacts.get("source") != "exports":
-        return {}, ("no test accuracy: the benchmarks timed a randomly initialised stand-in export (exports/ was "
-                    "incomplete), so parity's figures do not apply")
-    try:
-        parity = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not readable JSON ({e})") from None
-    if parity.get("checkpoint_sha256") != artifacts.get("checkpoint_sha256"):
+    if artifacts is None or artifacts.source != "exports" or not artifacts.checkpoint_sha256:
+        return {}, ("no test accuracy: the benchmarks did not time one set of artifacts exported from a checkpoint "
+                    "(a randomly initialised stand-in, a mixed set, or no artifact at all), so parity's figures do "
+                    "not apply")
+    parity = ParityReport.read(path)
+    if parity.checkpoint_sha256 != artifacts.checkpoint_sha256:
         return {}, f"no test accuracy: {path} was made for another checkpoint than the benchmarked exports"
-    batch = parity.get("reference", {}).get("batch_size")
-    accuracies = {(r["backend"], r["device"].split(":")[0]): r["test"]["accuracy"]
-                  for r in parity.get("results", []) if r.get("status") != "skipped" and r.get("batch_size") == batch}
-    images = parity.get("inputs", {}).get("test_images", "the")
-    return accuracies, (f"test accuracy: {path} ({images} test images at batch size {batch}; checkpoint sha256 "
-                        f"{str(parity['checkpoint_sha256'])[:12]}…); — where parity does not check that backend")
+    batch = parity.reference.batch_size
+    accuracies = {(r.backend, r.device.split(":")[0]): r.test.accuracy
+                  for r in parity.results if r.test is not None and r.batch_size == batch}
+    return accuracies, (f"test accuracy: {path} ({parity.inputs.test_images} test images at batch size {batch}; "
+                        f"checkpoint sha256 {parity.checkpoint_sha256[:12]}…); — where parity did not run that "
+                        f"backend")
 
 
 def _ms(v: float) -> str:
     return f"{v:.4f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
 
 
-def _table(entries: list[Entry], ups: dict[Entry, float], accuracies: dict[tuple, float] | None,
+def _table(entries: list[CaseInfo], ups: dict[CaseInfo, float], accuracies: dict[tuple, float] | None,
            unit: str, flops: float | None) -> list[str]:
     head = f"| batch | backend | device | dtype | threads | ms/{unit} | {unit}s/s | speed-up vs eager fp32 |"
     rule = "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"
@@ -138,8 +144,8 @@ def _table(entries: list[Entry], ups: dict[Entry, float], accuracies: dict[tuple
     return lines
 
 
-def _fastest(entries: list[Entry]) -> str:
-    best: dict[tuple[str, int], Entry] = {}
+def _fastest(entries: list[CaseInfo]) -> str:
+    best: dict[tuple[str, int], CaseInfo] = {}
     for e in entries:
         key = (e.device, e.batch_size)
         if key not in best or e.ms_per_sample < best[key].ms_per_sample:
@@ -169,7 +175,7 @@ def _when(data: dict[str, Any]) -> str:
         return "unknown date"
 
 
-def save_plot(entries: list[Entry], path: str | Path, title: str) -> None:
+def save_plot(entries: list[CaseInfo], path: str | Path, title: str) -> None:
     """ms/sample against batch size, one line per (backend, device), both axes logarithmic."""
     import matplotlib
 
@@ -177,7 +183,7 @@ def save_plot(entries: list[Entry], path: str | Path, title: str) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    lines: dict[str, list[Entry]] = defaultdict(list)
+    lines: dict[str, list[CaseInfo]] = defaultdict(list)
     for e in entries:
         lines[f"{e.backend} ({e.device})"].append(e)
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -199,18 +205,23 @@ def save_plot(entries: list[Entry], path: str | Path, title: str) -> None:
     plt.close(fig)
 
 
-def render(cfg: ReportConfig, data: dict[str, Any], entries: list[Entry], plot: Path | None) -> str:
+def _artifacts_line(artifacts: TimedArtifacts | None) -> str:
+    if artifacts is None:
+        return "none loaded (only backends that need no exported file ran)"
+    if artifacts.source != "exports":
+        return "a temporary export of a randomly initialised network (exports/ was incomplete; same cost)"
+    if not artifacts.checkpoint_sha256:
+        return f"`{artifacts.folder}` (a mixed set: its files record different source checkpoints)"
+    return f"`{artifacts.folder}` (exported from checkpoint sha256 {artifacts.checkpoint_sha256[:12]}…)"
+
+
+def render(cfg: ReportConfig, data: dict[str, Any], entries: list[CaseInfo], artifacts: TimedArtifacts | None,
+           accuracies: tuple[dict[tuple, float], str], plot: Path | None) -> str:
     """The RESULTS.md section (without its markers)."""
     info = data.get("machine_info", {})
     machine = info.get("description") or info.get("cpu", {}).get("brand_raw", "unknown machine")
     versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
-    artifacts = data.get("artifacts")
-    if not artifacts:
-        source = "none loaded (only backends that need no exported file ran)"
-    elif artifacts["source"] == "exports":
-        source = f"`exports/` (exported from checkpoint sha256 {str(artifacts['checkpoint_sha256'])[:12]}…)"
-    else:
-        source = "a temporary export of a randomly initialised network (exports/ was incomplete; same cost)"
+    source = _artifacts_line(artifacts)
     ups = speedups(entries)
     load = data.get("load_average")
     flops = data.get("flops_per_sample") or {}
@@ -230,12 +241,12 @@ def render(cfg: ReportConfig, data: dict[str, Any], entries: list[Entry], plot: 
                  if flops else "")]
     inference = [e for e in entries if e.kind == "inference"]
     if inference:
-        accuracies, note = parity_accuracies(cfg.parity, artifacts)
+        accuracy, note = accuracies
         lines += ["", "### Inference latency", ""]
         if plot is not None:
             rel = os.path.relpath(plot, Path(cfg.results).parent)
             lines += [f"![ms per sample against batch size]({Path(rel).as_posix()})", ""]
-        lines += _table(inference, ups, accuracies if accuracies else None, "sample", flops.get("inference"))
+        lines += _table(inference, ups, accuracy or None, "sample", flops.get("inference"))
         lines += ["", f"Fastest: {_fastest(inference)}.", "", f"_{note}._"]
     training = [e for e in entries if e.kind == "training"]
     if training:
@@ -250,16 +261,21 @@ def render(cfg: ReportConfig, data: dict[str, Any], entries: list[Entry], plot: 
 
 
 def run_report(cfg: ReportConfig) -> tuple[Path, Path | None, str]:
-    """Write the plot and the RESULTS.md section; returns their paths and the section's text."""
+    """Write the plot and the RESULTS.md section; returns their paths and the section's text. Everything is read
+    and checked before anything is written."""
     if not re.fullmatch(r"[\w.-]+", cfg.label):
         raise UserError(f"--label must be letters, digits, '.', '_' or '-', got {cfg.label!r}")
-    data, entries = load_benchmarks(cfg.benchmark_json)
-    inference = [e for e in entries if e.kind == "inference"]
     plot = Path(cfg.plot) if cfg.plot else Path(cfg.results).parent / f"latency-{cfg.label}.png"
+    check_writable(cfg.results, "--results")
+    check_writable(plot, "--plot")
+    data, entries = load_benchmarks(cfg.benchmark_json)
+    artifacts = timed_artifacts(data, cfg.benchmark_json)
+    inference = [e for e in entries if e.kind == "inference"]
+    accuracies = parity_accuracies(cfg.parity, artifacts) if inference else ({}, "")
+    section = render(cfg, data, entries, artifacts, accuracies, plot if inference else None)
     if inference:
         info = data.get("machine_info", {})
         save_plot(inference, plot, f"AlexNetCifar inference, {cfg.label}: {info.get('description', '')}")
-    section = render(cfg, data, entries, plot if inference else None)
     update_section(cfg.results, f"benchmarks-{cfg.label}", section)
     return Path(cfg.results), plot if inference else None, section
 

@@ -1,13 +1,85 @@
-"""benchmarks/RESULTS.md bookkeeping: each producer owns one marked section and rewrites only that."""
+"""Results files: the typed records their producers write and their readers load back, the checks that an output
+path can be written, and benchmarks/RESULTS.md bookkeeping (each producer owns one marked section)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import re
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .atomic import write_text_atomic
+from .errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CaseInfo:
+    """One benchmark case's extra_info in a --benchmark-json: benchmarks/conftest.py's Measure writes it, report
+    reads it."""
+
+    kind: str  # inference or training
+    backend: str
+    device: str
+    dtype: str
+    threads: int | None  # host threads doing the work (None on a GPU)
+    batch_size: int
+    reference: bool  # the speed-up baseline of its kind on its device type (PyTorch eager fp32)
+    ms_per_sample: float | None = None  # None: the case ran untimed (--benchmark-disable)
+    samples_per_s: float | None = None
+    statistic: str = "median"  # of the timed rounds, that ms_per_sample and samples_per_s come from
+
+
+@dataclass(frozen=True)
+class TimedArtifacts:
+    """The artifact set a benchmark run loaded: its `artifacts` entry in the --benchmark-json."""
+
+    folder: str
+    source: str  # "exports", or "random-init" for a temporary export of a randomly initialised network
+    checkpoint_sha256: str | None  # of the checkpoint all four files were exported from (None: random or mixed)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    """value checked against the type hint (dataclasses, lists, dicts, optionals, str/int/float/bool)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _convert(hint, value, where)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin is list and isinstance(value, list):
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if (origin is dict or hint is dict) and isinstance(value, dict):
+        return {k: _convert(args[1], v, f"{where}.{k}") for k, v in value.items()} if args else value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is Any or (hint in (str, int, bool) and type(value) is hint):
+        return value
+    raise ValueError(f"{where} is {type(value).__name__}, expected {getattr(hint, '__name__', hint)}")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """An instance of the dataclass cls from what dataclasses.asdict made of one (keys it does not know are
+    ignored); ValueError naming the first missing or mistyped field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or cls.__name__} is {type(data).__name__}, expected an object")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        path = f"{where}.{field.name}" if where else field.name
+        if field.name in data:
+            values[field.name] = _convert(hints[field.name], data[field.name], path)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{path} is missing")
+    return cls(**values)
 
 
 def machine_description() -> str:
@@ -36,7 +108,10 @@ def update_section(path: str | Path, key: str, body: str) -> None:
     path = Path(path)
     begin, end = f"<!-- begin {key} -->", f"<!-- end {key} -->"
     block = f"{begin}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Results\n"
+    try:
+        text = path.read_text() if path.exists() else "# Results\n"
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot be read as text ({e})") from None
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     write_text_atomic(path, text)

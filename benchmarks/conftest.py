@@ -3,19 +3,20 @@
 Run it as `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` (plain `python -m pytest` collects tests/
 only). Every case warms up explicitly (compilation, cuDNN autotuning and ONNX Runtime's first run stay out of the
 timings), then runs pedantic rounds sized from the warm call and pytest-benchmark's own --benchmark-max-time and
---benchmark-min-rounds. extra_info carries the figure users ask for: ms per sample and samples per second (from
-the median round). The JSON also records the command, the artifacts used and the reason of every skipped case.
+--benchmark-min-rounds. Each case's extra_info is an alexnet_perf.results.CaseInfo, which the report reads back: it
+carries the figure users ask for, ms per sample and samples per second (from the median round). The JSON also
+records the command, the artifacts used (a results.TimedArtifacts) and the reason of every skipped case.
+`--exports DIR` picks the artifact set to time (default: the repository's exports/).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import shlex
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,26 +24,17 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_perf.backends import EXPORTED_PROGRAM_FILE, INT8_ONNX_FILE, ONNX_FILE, TORCHSCRIPT_FILE
-from alexnet_perf.data import normalize
+from alexnet_perf.artifacts import ArtifactMetadata, artifact_paths, read_source_sha256
+from alexnet_perf.data import CLASSES, normalize, preprocessing
+from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
-from alexnet_perf.results import machine_description
+from alexnet_perf.results import CaseInfo, TimedArtifacts, machine_description
 
 EXPORTS = Path(__file__).resolve().parent.parent / "exports"
-ARTIFACT_FILES = (TORCHSCRIPT_FILE, ONNX_FILE, INT8_ONNX_FILE, EXPORTED_PROGRAM_FILE)
 CALIBRATION_IMAGES = 128  # a stand-in export calibrates on random pixels: the INT8 graph costs the same
 WARMUP_CALLS = 3  # untimed: compilation (and CUDA-graph recording) in the first two, the last one sizes the rounds
 MAX_ROUNDS = 100  # more calls than this per case are grouped into iterations of one round
 ARTIFACTS_KEY = pytest.StashKey[dict]()
-
-
-@dataclass(frozen=True)
-class Artifacts:
-    """The exported files the benchmarks load: exports/, or a temporary export of a random network."""
-
-    folder: Path
-    source: str  # "exports" or "random-init"
-    checkpoint_sha256: str | None  # of the checkpoint the files were exported from (None: random init)
 
 
 def random_images(n: int, seed: int = 0) -> np.ndarray:
@@ -57,11 +49,11 @@ def random_batch(batch_size: int, device: torch.device) -> torch.Tensor:
 
 def export_random_network(model: torch.nn.Module, folder: Path) -> None:
     """Write the four artifacts of model into folder with export.py's own exporters."""
-    from alexnet_perf.data import preprocessing
-    from alexnet_perf.export import calibration_images, export_all
+    from alexnet_perf.export import calibration_images, export_all, exporter_versions
 
-    meta = {"source": "randomly initialised AlexNetCifar (benchmark stand-in)",
-            "preprocessing": json.dumps(preprocessing())}
+    meta = ArtifactMetadata(classes=list(CLASSES), preprocessing=preprocessing(),
+                            source_checkpoint="randomly initialised AlexNetCifar (benchmark stand-in)",
+                            source_checkpoint_sha256="", source_epoch="", exporter_versions=exporter_versions())
     export_all(model, folder, calibration_images(random_images(CALIBRATION_IMAGES), CALIBRATION_IMAGES, seed=0), meta)
 
 
@@ -78,14 +70,14 @@ def flops_per_sample() -> dict[str, float]:
     return {"inference": forward.get_total_flops() / n, "training": training.get_total_flops() / n}
 
 
-def _source_sha256(onnx_path: Path) -> str | None:
-    """The source checkpoint's sha256 recorded in the ONNX file's metadata (None without the onnx package)."""
+def set_source(folder: Path) -> str | None:
+    """The checkpoint sha256 all four artifacts in folder record as their source (None: they disagree, or one is
+    unreadable: the report then shows no parity accuracy for them)."""
     try:
-        import onnx
-    except ImportError:
+        recorded = {read_source_sha256(path) for path in artifact_paths(folder).values()}
+    except UserError:
         return None
-    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    return props.get("source_checkpoint_sha256")
+    return recorded.pop() if len(recorded) == 1 and "" not in recorded else None
 
 
 @pytest.fixture(scope="session")
@@ -109,18 +101,20 @@ def make_batch() -> Callable[[int, torch.device], torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-              model: AlexNetCifar) -> Artifacts:
-    """exports/ when it holds all four files, else a one-off export of the random network into a temporary folder."""
-    if all((EXPORTS / name).is_file() for name in ARTIFACT_FILES):
-        found = Artifacts(EXPORTS, "exports", _source_sha256(EXPORTS / ONNX_FILE))
+              model: AlexNetCifar) -> TimedArtifacts:
+    """--exports when it holds all four files, else a one-off export of the random network into a temporary folder.
+    Requested only by the cases that load an artifact."""
+    exports = Path(request.config.getoption("exports"))
+    if all(path.is_file() for path in artifact_paths(exports).values()):
+        found = TimedArtifacts(str(exports), "exports", set_source(exports))
     else:
         folder = tmp_path_factory.mktemp("exports")
         try:
             export_random_network(model, folder)
         except ImportError as e:
-            pytest.skip(f"no artifacts in {EXPORTS} and they cannot be exported here ({e})")
-        found = Artifacts(folder, "random-init", None)
-    request.config.stash[ARTIFACTS_KEY] = {**asdict(found), "folder": str(found.folder)}
+            pytest.skip(f"no artifacts in {exports} and they cannot be exported here ({e})")
+        found = TimedArtifacts(str(folder), "random-init", None)
+    request.config.stash[ARTIFACTS_KEY] = asdict(found)
     return found
 
 
@@ -133,8 +127,9 @@ class Measure:
         self.min_rounds = int(config.getoption("benchmark_min_rounds"))
 
     def __call__(self, run: Callable[[], object], *, kind: str, batch_size: int, backend: str,
-                 device: torch.device, dtype: str, threads: int | None) -> None:
-        """run() must finish its work before returning (synchronise on GPUs)."""
+                 device: torch.device, dtype: str, threads: int | None, reference: bool) -> None:
+        """run() must finish its work before returning (synchronise on GPUs). reference: the case is the speed-up
+        baseline of its kind on its device (PyTorch eager fp32)."""
         rounds, iterations = self.min_rounds, 1
         if self.benchmark.enabled:
             for _ in range(WARMUP_CALLS):
@@ -144,15 +139,15 @@ class Measure:
             wanted = max(self.min_rounds, math.ceil(self.max_time / call))
             iterations = math.ceil(wanted / MAX_ROUNDS)
             rounds = max(self.min_rounds, math.ceil(self.max_time / (call * iterations)))
-        info = self.benchmark.extra_info
-        info.update(kind=kind, batch_size=batch_size, backend=backend, device=str(device), dtype=dtype,
-                    threads=threads)
+        case = CaseInfo(kind=kind, backend=backend, device=str(device), dtype=dtype, threads=threads,
+                        batch_size=batch_size, reference=reference)
         self.benchmark.group = f"{kind} batch {batch_size}"
         self.benchmark.pedantic(run, rounds=rounds, iterations=iterations)
         if self.benchmark.stats:
             seconds = self.benchmark.stats.stats.median
-            info.update(statistic="median", ms_per_sample=1000 * seconds / batch_size,
-                        samples_per_s=batch_size / seconds)
+            case = replace(case, ms_per_sample=1000 * seconds / batch_size,
+                           samples_per_s=batch_size / seconds)
+        self.benchmark.extra_info.update(asdict(case))
 
 
 @pytest.fixture
@@ -193,6 +188,11 @@ class SuiteRecorder:
         output_json["flops_per_sample"] = flops_per_sample()
         output_json["load_average"] = {"start": self.load_at_start, "end": os.getloadavg()[0],
                                        "cores": os.cpu_count()}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--exports", default=str(EXPORTS), help="folder of the artifact set to time (default: "
+                     "%(default)s; when it lacks a file, a randomly initialised network is exported instead)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -72,4 +72,4 @@ def test_training_step(measure, make_images, device: str, config_id: str, batch_
 
     measure(step, kind="training", batch_size=batch_size, backend=spec.label(t.precision), device=t.device,
             dtype=str(t.precision or torch.float32).removeprefix("torch."),
-            threads=torch.get_num_threads() if t.device.type == "cpu" else None)
+            threads=torch.get_num_threads() if t.device.type == "cpu" else None, reference=config_id == "eager-fp32")

@@ -1,11 +1,13 @@
-"""Inference backends: one calling convention, inputs checked with a message naming the expected input, ONNX
-Runtime's CUDA provider either really used or reported unavailable."""
+"""Inference backends: one registry of named backends, one calling convention, inputs checked with a message naming
+the expected input, damaged files refused by name, ONNX Runtime's CUDA provider either really used or reported
+unavailable."""
 
 import pytest
 import torch
 
-from alexnet_perf.backends import (BackendUnavailable, eager_backend, exported_program_backend, ort_backend,
-                                   ort_session, torchscript_backend)
+from alexnet_perf.artifacts import FILES
+from alexnet_perf.backends import (BackendUnavailable, backend_specs, create_backend, eager_backend,
+                                   exported_program_backend, ort_backend, ort_session, torchscript_backend)
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.errors import UserError
 
@@ -17,10 +19,9 @@ def _x(n: int = 4) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def backends(exported):
     model, _ = load_model(exported.checkpoint)
-    return {"eager": eager_backend(model), "torchscript": torchscript_backend(exported.paths["torchscript"]),
-            "torch.export": exported_program_backend(exported.paths["torch.export"]),
-            "onnxruntime": ort_backend(exported.paths["onnx"]),
-            "int8": ort_backend(exported.paths["int8"], name="onnxruntime-int8")}
+    names = {"eager": "eager-fp32", "torchscript": "torchscript", "torch.export": "torch.export",
+             "onnxruntime": "onnxruntime-cpu", "int8": "onnxruntime-int8"}
+    return {kind: create_backend(name, model, exported.out) for kind, name in names.items()}
 
 
 @pytest.mark.parametrize("kind", ["eager", "torchscript", "torch.export", "onnxruntime", "int8"])
@@ -52,7 +53,7 @@ def test_fp32_backends_return_float32_logits_matching_eager(backends, kind):
 def test_amp_channels_last_eager_backend_leaves_the_callers_model_untouched(exported):
     model, _ = load_model(exported.checkpoint)
     model.train()
-    backend = eager_backend(model, amp=True, channels_last=True)
+    backend = eager_backend(model, precision="bf16", channels_last=True)
     assert backend.name == "eager-bf16-channels-last"
     x = _x(8)
     out = backend(x)
@@ -71,6 +72,36 @@ def test_ort_session_takes_threads_and_optimisation_level_and_refuses_unknown_le
     assert session.get_providers() == ["CPUExecutionProvider"]
     with pytest.raises(UserError, match="graph optimisation must be one of disable, basic, extended, all"):
         ort_session(exported.paths["onnx"], graph_optimization="max")
+
+
+def test_registry_names_every_backend_once_and_builds_each_under_its_name(exported):
+    model, _ = load_model(exported.checkpoint)
+    specs = backend_specs()
+    assert len({s.name for s in specs}) == len(specs)
+    assert {s.device for s in specs} == {"cpu", "cuda"} and backend_specs("cuda") == [s for s in specs
+                                                                                        if s.device == "cuda"]
+    for spec in backend_specs("cpu") + ([] if torch.cuda.is_available() else backend_specs("cuda")[:1]):
+        try:
+            backend = create_backend(spec.name, model, exported.out)
+        except BackendUnavailable:
+            assert spec.device == "cuda" and not torch.cuda.is_available()
+            continue
+        assert backend.name == spec.name and backend.device.type == spec.device
+
+
+def test_unknown_backend_name_is_a_user_error_naming_the_choices(exported):
+    model, _ = load_model(exported.checkpoint)
+    with pytest.raises(UserError, match=r"unknown backend 'onnx' \(choose from eager-fp32, .*onnxruntime-int8"):
+        create_backend("onnx", model, exported.out)
+
+
+@pytest.mark.parametrize("name", ["torchscript", "torch.export", "onnxruntime-cpu", "onnxruntime-int8"])
+def test_damaged_artifact_is_a_user_error_naming_the_file(exported, tmp_path, name):
+    model, _ = load_model(exported.checkpoint)
+    spec = next(s for s in backend_specs() if s.name == name)
+    (tmp_path / FILES[spec.artifact]).write_bytes(exported.paths[spec.artifact].read_bytes()[:1000])
+    with pytest.raises(UserError, match=f"{FILES[spec.artifact]}: damaged or not loadable"):
+        create_backend(name, model, tmp_path)
 
 
 def test_missing_exported_file_says_how_to_make_it(tmp_path):

@@ -1,7 +1,10 @@
 """Export: every artifact loads with plain torch / onnxruntime in a process that never imports alexnet_perf,
-computes what the checkpoint computes at any batch size, and carries its metadata; bad checkpoints are refused."""
+computes what the checkpoint computes at any batch size, and carries its metadata; the set changes as a whole or not
+at all; bad checkpoints and unusable output folders are refused in one line before any work."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from alexnet_perf import export
+from alexnet_perf.artifacts import FILES, read_source_sha256
 from alexnet_perf.checkpoint import load_model, save_atomic, sha256_file
 from alexnet_perf.data import CLASSES, MEAN, STD, load_cifar10, normalize
 from alexnet_perf.errors import UserError
@@ -129,3 +134,72 @@ def test_export_cli_refuses_a_tampered_checkpoint_in_one_line(exported, tmp_path
     assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0
     assert "tampered.pth: checkpoint is damaged or was modified after it was written" in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_every_artifact_records_its_source_checkpoint_readable_by_the_package(exported):
+    sha = sha256_file(exported.checkpoint)
+    assert {kind: read_source_sha256(path) for kind, path in exported.paths.items()} == dict.fromkeys(FILES, sha)
+
+
+def test_export_functions_depend_on_neither_parity_nor_the_runtime_backends():
+    out = subprocess.run([sys.executable, "-c", "import sys, alexnet_perf.export; print(sorted(m for m in "
+                          "sys.modules if m in ('alexnet_perf.parity', 'alexnet_perf.backends')))"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_interrupted_export_leaves_the_previous_set_and_its_parity_report_as_they_were(exported, tmp_path,
+                                                                                         monkeypatch):
+    out = shutil.copytree(exported.out, tmp_path / "exports")
+    (out / "PARITY.md").write_text("every backend passed\n")
+    (out / "parity.json").write_text("{}\n")
+    before = _snapshot(out)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_int8", interrupted)  # after TorchScript and ONNX are written
+    cfg = ExportConfig(checkpoint=str(exported.checkpoint), out=str(out), data_dir=str(exported.data_dir),
+                       calibration_images=64, seed=1, parity=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_export(cfg)
+    assert _snapshot(out) == before  # no staging folder left either
+
+
+def test_completed_export_replaces_the_whole_set_and_drops_the_report_on_the_previous_one(exported, tmp_path):
+    out = shutil.copytree(exported.out, tmp_path / "exports")
+    (out / "PARITY.md").write_text("every backend passed\n")
+    (out / "parity.json").write_text("{}\n")
+    before = _snapshot(out)
+    cfg = ExportConfig(checkpoint=str(exported.checkpoint), out=str(out), data_dir=str(exported.data_dir),
+                       calibration_images=64, seed=1, parity=False)
+    paths = run_export(cfg)
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES.values())
+    assert {p.name for p in paths.values()} == set(FILES.values())
+    assert _snapshot(out)["alexnet_cifar.int8.onnx"] != before["alexnet_cifar.int8.onnx"]  # another calibration
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("file", "--out {out} is a file, not a folder"),
+    ("under a file", "--out {out} cannot be created: {parent} is a file"),
+])
+def test_export_cli_refuses_an_unusable_out_in_one_line_before_any_work(tmp_path, layout, message):
+    (tmp_path / "taken").write_text("not a folder")
+    out = tmp_path / "taken" if layout == "file" else tmp_path / "taken" / "exports"
+    result = subprocess.run([sys.executable, "-m", "alexnet_perf.export", "--checkpoint", str(tmp_path / "none.pth"),
+                             "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert message.format(out=out, parent=tmp_path / "taken") in result.stderr  # not "checkpoint not found"
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_export_refuses_a_read_only_out_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "exports").mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.abspath(path) != str(tmp_path / "exports"))
+    monkeypatch.setattr(export, "load_model", lambda *a: pytest.fail("work started"))
+    with pytest.raises(UserError, match="--out .*exports: .*exports is not writable"):
+        run_export(ExportConfig(out=str(tmp_path / "exports")))

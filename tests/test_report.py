@@ -1,24 +1,33 @@
-"""`python -m alexnet_perf.report` on small fake benchmark JSONs: tables, ratios, accuracy, plot, RESULTS.md."""
+"""`python -m alexnet_perf.report`: tables, ratios, accuracy, plot and RESULTS.md from small benchmark JSONs made
+with the suite's own CaseInfo and parity's own ParityReport, and from a real benchmark run and a real parity run;
+damaged inputs and unusable outputs are one-line errors."""
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from alexnet_perf import cli
+from alexnet_perf import cli, parity
+from alexnet_perf.backends import backend_specs
+from alexnet_perf.parity import (Inputs, OnRandomImages, OnTestImages, ParityConfig, ParityReport, ParityRow,
+                                 Reference, Tolerances)
 from alexnet_perf.report import PROG, ReportConfig, main
+from alexnet_perf.results import CaseInfo
 
 SHA = "ab" * 32
+REPO = Path(__file__).resolve().parent.parent
 
 
 def case(kind, backend, batch, ms_per_sample, device="cpu", dtype="float32"):
     seconds = ms_per_sample * batch / 1000
+    info = CaseInfo(kind=kind, backend=backend, device=device, dtype=dtype, threads=2, batch_size=batch,
+                    reference=backend == "eager-fp32", ms_per_sample=ms_per_sample, samples_per_s=batch / seconds)
     return {"group": f"{kind} batch {batch}", "name": f"test_{kind}[{backend}-{batch}]",
-            "extra_info": {"kind": kind, "batch_size": batch, "backend": backend, "device": device, "dtype": dtype,
-                           "threads": 2, "statistic": "median", "ms_per_sample": ms_per_sample,
-                           "samples_per_s": batch / seconds},
-            "stats": {"median": seconds, "rounds": 5, "iterations": 1}}
+            "extra_info": dataclasses.asdict(info), "stats": {"median": seconds, "rounds": 5, "iterations": 1}}
 
 
 def bench_json(tmp_path, source="exports", sha=SHA, benchmarks=None):
@@ -38,14 +47,20 @@ def bench_json(tmp_path, source="exports", sha=SHA, benchmarks=None):
     return path
 
 
+def parity_row(name, batch, accuracy):
+    return ParityRow(name, "fp32", "cpu", "pass", batch, test=OnTestImages(0, 0, 1, 64, accuracy, 0.9123, 0),
+                     random=OnRandomImages(0, 0, 1, 6))
+
+
 def parity_json(tmp_path, sha=SHA):
-    rows = [{"backend": name, "precision": "fp32", "batch_size": bs, "device": "cpu", "status": "pass",
-             "test": {"accuracy": acc}}
-            for name, acc in (("eager-fp32", 0.9123), ("onnxruntime-cpu", 0.9122)) for bs in (1, 256)]
-    rows.append({"backend": "onnxruntime-cuda", "precision": "fp32", "batch_size": None, "status": "skipped",
-                 "reason": "no GPU"})
+    rows = [parity_row(name, bs, acc) for name, acc in (("eager-fp32", 0.9123), ("onnxruntime-cpu", 0.9122))
+            for bs in (1, 256)]
+    rows.append(ParityRow("onnxruntime-cuda", "fp32", "cuda", "skipped", reason="no GPU"))
+    report = ParityReport("today", "2 cores", "parity", {}, "model.pth", sha, "exports",
+                          Reference("eager-fp32", "cpu", 256, 0.9123), Inputs(64, 10, 6, 0, [1, 256]),
+                          Tolerances(1e-4, 1.0, 0.5, 0.97), rows, True)
     path = tmp_path / "parity.json"
-    path.write_text(json.dumps({"checkpoint_sha256": sha, "reference": {"batch_size": 256}, "results": rows}))
+    path.write_text(json.dumps(report.to_dict()))
     return path
 
 
@@ -119,7 +134,56 @@ def test_missing_json_is_one_line_on_stderr(tmp_path):
     assert "benchmark JSON not found" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_help_explains_the_command():
-    out = subprocess.run([sys.executable, "-m", "alexnet_perf.report", "--help"], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0 and f"usage: {PROG}" in out.stdout and "--benchmark-json" in out.stdout
+def test_damaged_parity_json_is_one_line_and_writes_nothing(tmp_path):
+    damaged = tmp_path / "parity.json"
+    damaged.write_text(json.dumps({"checkpoint_sha256": SHA, "reference": {"batch_size": 256}, "results": []}))
+    results = tmp_path / "RESULTS.md"
+    code = cli.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench_json(tmp_path)),
+                                                      "--parity", str(damaged), "--results", str(results)])
+    assert code == 2 and not results.exists() and not (tmp_path / "latency-cpu.png").exists()
+
+
+@pytest.mark.parametrize("flag, message", [("--benchmark-json", "is a folder, not a benchmark JSON file"),
+                                           ("--results", "is a folder, not a file"),
+                                           ("--plot", "is a folder, not a file")])
+def test_a_folder_where_a_file_belongs_is_one_line_on_stderr(tmp_path, flag, message):
+    (tmp_path / "folder").mkdir()
+    paths = {"--benchmark-json": str(bench_json(tmp_path)), "--results": str(tmp_path / "R.md"),
+             "--plot": str(tmp_path / "p.png"), flag: str(tmp_path / "folder")}
+    out = subprocess.run([sys.executable, "-m", "alexnet_perf.report", *(a for kv in paths.items() for a in kv)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    assert f"{flag} {tmp_path / 'folder'} {message}" in out.stderr
+    assert not (tmp_path / "R.md").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_malformed_case_in_benchmark_json_is_a_user_error(tmp_path):
+    broken = case("inference", "eager-fp32", 1, 2.0)
+    broken["extra_info"]["batch_size"] = "one"
+    bench = bench_json(tmp_path, benchmarks=[broken])
+    code = cli.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
+                                                      "--results", str(tmp_path / "R.md")])
+    assert code == 2 and not (tmp_path / "R.md").exists()
+
+
+def test_report_of_a_real_benchmark_run_shows_a_real_parity_runs_accuracy(exported, tmp_path, monkeypatch, capsys):
+    """The suite's JSON and parity's parity.json, as their producers write them, read by the report."""
+    exports = shutil.copytree(exported.out, tmp_path / "exports")
+    monkeypatch.setattr(parity, "backend_specs", lambda: [s for s in backend_specs()
+                                                          if s.name in ("eager-fp32", "onnxruntime-cpu")])
+    assert parity.main(ParityConfig(checkpoint=str(exported.checkpoint), exports=str(exports),
+                                    data_dir=str(exported.data_dir), batch1_images=4, random_inputs=4)) == 0
+    checked = ParityReport.read(exports / "parity.json")
+    accuracy = next(r.test.accuracy for r in checked.results if r.backend == "onnxruntime-cpu" and r.batch_size == 256)
+
+    bench = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_inference.py", "-k",
+                          "(eager-fp32 or onnxruntime-cpu) and 1]", "--benchmark-only", "--benchmark-max-time=0.01",
+                          "--benchmark-min-rounds=1", f"--benchmark-json={bench}", f"--exports={exports}",
+                          "-p", "no:cacheprovider", "-q"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    text = report(tmp_path, bench, exports / "parity.json")
+    assert row(text, 1, "eager-fp32", "cpu")[7] == "1.00×"
+    assert row(text, 1, "onnxruntime-cpu", "cpu")[-1] == f"{100 * accuracy:.2f}%"
+    assert f"`{exports}` (exported from checkpoint sha256 {checked.checkpoint_sha256[:12]}…)" in text

@@ -1,0 +1,117 @@
+"""The exported artifact set: what export writes and what the backends, parity and the benchmarks read.
+
+Four files in one folder, all taking the same input (float32 (N, 3, 32, 32), named INPUT_NAME in the ONNX graphs,
+preprocessed as data.preprocessing() says) and returning float32 logits (N, classes), named OUTPUT_NAME. Each file
+carries the same string metadata (ArtifactMetadata): in the ONNX models as metadata_props, in the TorchScript and
+torch.export archives as the extra file metadata.json. The source checkpoint's sha256 in it is what ties an
+artifact to the checkpoint it was exported from; read_source_sha256 reads it back from any of the four formats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+INPUT_SHAPE = (3, 32, 32)
+INPUT_NAME, OUTPUT_NAME = "input", "logits"  # the ONNX graphs' input and output names
+TORCHSCRIPT, ONNX, INT8, EXPORTED_PROGRAM = "torchscript", "onnx", "int8", "torch.export"  # the artifact kinds
+FILES = {TORCHSCRIPT: "alexnet_cifar.ts.pt", ONNX: "alexnet_cifar.onnx", INT8: "alexnet_cifar.int8.onnx",
+         EXPORTED_PROGRAM: "alexnet_cifar.pt2"}
+METADATA_FILE = "metadata.json"  # the extra file holding the metadata in the TorchScript and torch.export archives
+PARITY_FILES = ("PARITY.md", "parity.json")  # parity's report on the set, written beside it
+SOURCE_SHA256_KEY = "source_checkpoint_sha256"
+
+
+@dataclass(frozen=True)
+class ArtifactMetadata:
+    """What every artifact records about itself, stored as strings (JSON for the structured values)."""
+
+    classes: list[str]
+    preprocessing: dict
+    source_checkpoint: str  # the checkpoint's file name, or what the network is when it was not a checkpoint
+    source_checkpoint_sha256: str  # "" when the network came from no checkpoint (the benchmarks' stand-in)
+    source_epoch: str
+    exporter_versions: dict[str, str]
+
+    def to_strings(self) -> dict[str, str]:
+        """The key/value strings written into each file."""
+        return {"classes": json.dumps(self.classes), "preprocessing": json.dumps(self.preprocessing),
+                "input_name": INPUT_NAME, "output_name": OUTPUT_NAME, "source_checkpoint": self.source_checkpoint,
+                SOURCE_SHA256_KEY: self.source_checkpoint_sha256, "source_epoch": self.source_epoch,
+                "exporter_versions": json.dumps(self.exporter_versions)}
+
+
+def artifact_paths(folder: str | Path) -> dict[str, Path]:
+    """The four artifacts' paths in folder, by kind."""
+    return {kind: Path(folder) / name for kind, name in FILES.items()}
+
+
+def check_artifact_set(folder: str | Path) -> dict[str, Path]:
+    """The artifact paths, or a UserError naming the folder's missing files and how to write them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"exports folder not found: {folder} (write it with `python -m alexnet_perf.export`)")
+    paths = artifact_paths(folder)
+    missing = [path.name for path in paths.values() if not path.is_file()]
+    if missing:
+        raise UserError(f"{folder} lacks {', '.join(missing)} (write the set with `python -m alexnet_perf.export "
+                        f"--out {folder}`)")
+    return paths
+
+
+@contextlib.contextmanager
+def torchscript_deprecation_silenced() -> Iterator[None]:
+    """TorchScript is deprecated upstream (torch.export is its successor, also exported); it is still shipped for
+    runtimes that only load TorchScript, so its FutureWarnings are silenced where this package uses it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
+
+
+def _archive_metadata(path: Path) -> dict[str, str]:
+    """metadata.json of a TorchScript or torch.export archive (both are zips holding it as <root>/extra/...)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
+            if not names:
+                raise UserError(f"{path}: holds no {METADATA_FILE} (not written by alexnet_perf.export)")
+            meta = json.loads(archive.read(names[0]))
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: damaged or not an exported model ({e})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: its {METADATA_FILE} is not a JSON object")
+    return meta
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError) as e:
+        raise UserError(f"{path}: damaged or not an ONNX model ({e})") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata strings an artifact carries, read from any of the four formats; a damaged file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"exported model not found: {path} (write it with `python -m alexnet_perf.export`)")
+    return _onnx_metadata(path) if path.suffix == ".onnx" else _archive_metadata(path)
+
+
+def read_source_sha256(path: str | Path) -> str:
+    """The sha256 of the checkpoint the artifact was exported from ("" for one exported from no checkpoint)."""
+    meta = read_metadata(path)
+    if SOURCE_SHA256_KEY not in meta:
+        raise UserError(f"{path}: records no source checkpoint (not written by alexnet_perf.export)")
+    return str(meta[SOURCE_SHA256_KEY])
