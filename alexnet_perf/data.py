@@ -1,8 +1,8 @@
 """CIFAR-10: read the official python-version batches safely, cache them, and serve batches from the device.
 
 The whole split lives on the training device as uint8; every epoch is a device-side permutation, and
-augmentation (random crop with 4-px zero padding, horizontal flip), normalisation and the channels-last
-layout are batched tensor ops there. No CPU DataLoader, no worker processes.
+augmentation (random crop of the image zero-padded by `crop_padding` px on each side, horizontal flip),
+normalisation and the channels-last layout are batched tensor ops there. No CPU DataLoader, no worker processes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import hashlib
 import importlib
 import os
 import pickle
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -153,27 +155,59 @@ def load_cifar10(data_dir: str | None = None, download: bool = False, cache_dir:
             download_cifar10(root)
             batches = _batches_dir(root)
         if batches is None:
-            raise UserError(f"CIFAR-10 not found: looked for {root / BATCHES / TRAIN_FILES[0]}. Pass --data-dir (or set "
-                            f"CIFAR10_ROOT) to a folder holding {BATCHES}/, or add --download.")
+            raise UserError(f"CIFAR-10 not found: looked for {root / BATCHES / TRAIN_FILES[0]}. Pass --data-dir (or "
+                            f"set CIFAR10_ROOT) to a folder holding {BATCHES}/, or add --download.")
     files = [batches / name for name in (*TRAIN_FILES, TEST_FILE)]
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise UserError(f"CIFAR-10 in {batches} is incomplete: missing {', '.join(missing)}")
     cache = Path(cache_dir) / f"cifar10-{_cache_key(files)}.npz"
-    if cache.is_file():
-        try:
-            with np.load(cache) as z:
-                return Cifar10(*(z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")))
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # a damaged cache is rebuilt below
+    data = read_cache(cache)
+    if data is None:
+        data = decode_batches(files)
+        _write_cache(cache, data)
+    return data
+
+
+def decode_batches(files: list[Path]) -> Cifar10:
+    """The five training batches and the test batch (in that order) decoded into one Cifar10."""
     train = [read_batch(p) for p in files[:-1]]
     test_images, test_labels = read_batch(files[-1])
-    data = Cifar10(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), test_images, test_labels)
+    return Cifar10(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), test_images,
+                   test_labels)
+
+
+def read_cache(path: Path) -> Cifar10 | None:
+    """The cached arrays, or None when path is missing, unreadable (truncated, a flipped byte fails the zip's
+    CRC-32) or holds anything but a valid data set: the caller then rebuilds it from the batches."""
+    if not path.is_file():
+        return None
     try:
-        write_atomic(cache, lambda f: np.savez(f, **vars(data)))
+        with np.load(path) as z:
+            data = Cifar10(*(z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")))
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, KeyError, EOFError, NotImplementedError):
+        return None
+    return data if _is_valid(data) else None
+
+
+def _is_valid(data: Cifar10) -> bool:
+    """Images uint8 (n, 3, 32, 32) with n int64 labels in 0..9, for both splits."""
+    for images, labels in ((data.train_images, data.train_labels), (data.test_images, data.test_labels)):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, 32, 32):
+            return False
+        if labels.dtype != np.int64 or labels.shape != (len(images),):
+            return False
+        if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+            return False
+    return True
+
+
+def _write_cache(path: Path, data: Cifar10) -> None:
+    """Replace the cache atomically; an unwritable cache only costs the next start the decoding time."""
+    try:
+        write_atomic(path, lambda f: np.savez(f, **vars(data)))
     except OSError:
-        pass  # an unwritable cache only costs the next start the decoding time
-    return data
+        pass
 
 
 def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int):

@@ -7,14 +7,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from . import cli
-from .atomic import write_atomic, write_text_atomic
+from .atomic import check_writable, write_atomic, write_text_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10
+from .errors import UserError
 from .runtime import amp_dtype, autocast, resolve_device, synchronize
 
 EVAL_BATCH_SIZE = 500  # test and validation passes: large enough to amortise per-call overhead, small in memory
@@ -80,14 +82,31 @@ class EvalConfig:
     checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "checkpoint to evaluate (loaded weights-only)")
     data_dir: str | None = cli.option(None, DATA_DIR_HELP)
     download: bool = cli.option(False, "download CIFAR-10 if it is missing")
-    batch_size: int = cli.option(EVAL_BATCH_SIZE, "evaluation batch size")
+    batch_size: int = cli.option(EVAL_BATCH_SIZE, "evaluation batch size", at_least=1)
     device: str = cli.option("auto", "auto, cpu, cuda or cuda:N")
     amp: bool = cli.option(False, "evaluate under bf16/fp16 autocast (default: fp32, the reference precision)")
     channels_last: bool = cli.option(True, "feed the network channels-last tensors")
     tta: bool = cli.option(False, "test-time augmentation: average the logits of each image and its mirror image")
-    json: str | None = cli.option(None, "write the snapshot as JSON to this path")
-    confusion_png: str | None = cli.option(".cache/eval/confusion_matrix.png", "write the confusion matrix as a PNG "
-                                                                                "here (empty string: don't)")
+    json: str = cli.option("", "write the snapshot as JSON to this path (empty string: don't)")
+    confusion_png: str = cli.option(".cache/eval/confusion_matrix.png", "write the confusion matrix as a PNG here "
+                                                                        "(empty string: don't)")
+
+
+def check_config(cfg: EvalConfig) -> None:
+    """The mistakes visible before loading anything: numbers out of range and output paths that cannot be written."""
+    cli.validate(cfg)
+    for flag, path in (("--json", cfg.json), ("--confusion-png", cfg.confusion_png)):
+        if path:
+            check_writable(path, flag)
+
+
+def checkpoint_label_smoothing(ckpt: dict[str, Any], source: str) -> float:
+    """The training run's label smoothing (the loss is reported with it, as the seed did); 0 when not recorded."""
+    config = ckpt.get("config")
+    value = config.get("label_smoothing", 0.0) if isinstance(config, dict) else 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise UserError(f"{source}: config.label_smoothing must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def snapshot(metrics: EvalMetrics, **context) -> dict:
@@ -107,6 +126,7 @@ def format_snapshot(snap: dict) -> str:
 
 
 def save_confusion_png(confusion: list[list[int]], path: str | Path, title: str = "") -> None:
+    """The confusion matrix as an annotated heat map (rows: true class, columns: predicted), written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,35 +145,51 @@ def save_confusion_png(confusion: list[list[int]], path: str | Path, title: str 
             ax.text(j, i, v, ha="center", va="center", fontsize=7, color="white" if v > peak / 2 else "black")
     fig.colorbar(im)
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def run_evaluation(cfg: EvalConfig) -> dict:
+    """Check the configuration, load the checkpoint and the test split, and score the model: the snapshot."""
+    check_config(cfg)
     device = resolve_device(cfg.device)
     model, ckpt = load_model(cfg.checkpoint, map_location=device)
+    if model.classifier[-1].out_features != len(CLASSES):
+        raise UserError(f"{cfg.checkpoint}: the network predicts {model.classifier[-1].out_features} classes, "
+                        f"CIFAR-10 has {len(CLASSES)}")
+    label_smoothing = checkpoint_label_smoothing(ckpt, cfg.checkpoint)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     data = load_cifar10(cfg.data_dir, download=cfg.download)
     loader = DeviceLoader(data.test_images, data.test_labels, cfg.batch_size, device, channels_last=cfg.channels_last)
     precision = amp_dtype(device, cfg.amp)
-    label_smoothing = float(ckpt.get("config", {}).get("label_smoothing", 0.0))
-    metrics = evaluate_model(model, loader, precision, label_smoothing=label_smoothing, tta=cfg.tta)
-    snap = snapshot(metrics, checkpoint=str(cfg.checkpoint), device=str(device), batch_size=cfg.batch_size,
+    metrics = evaluate_model(model, loader, precision, label_smoothing=label_smoothing, tta=cfg.tta,
+                             num_classes=len(CLASSES))
+    return snapshot(metrics, checkpoint=str(cfg.checkpoint), device=str(device), batch_size=cfg.batch_size,
                     precision=str(precision or torch.float32).removeprefix("torch."), tta=cfg.tta,
                     loss_label_smoothing=label_smoothing, epoch=ckpt.get("epoch"))
-    return snap
+
+
+def write_output(path: str | Path, what: str, write: Callable[[], None]) -> None:
+    """Run write(); a write that fails anyway (disk full, folder removed meanwhile) is one line, not a traceback."""
+    try:
+        write()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise UserError(f"cannot write {what} {path} ({reason}); the previous file, if any, is unchanged") from None
+    print(f"wrote {path}")
 
 
 def main(cfg: EvalConfig) -> int:
     snap = run_evaluation(cfg)
     print(format_snapshot(snap))
     if cfg.json:
-        write_text_atomic(cfg.json, json.dumps(snap, indent=2))
-        print(f"wrote {cfg.json}")
+        write_output(cfg.json, "--json", lambda: write_text_atomic(cfg.json, json.dumps(snap, indent=2)))
     if cfg.confusion_png:
-        save_confusion_png(snap["confusion"], cfg.confusion_png, f"{Path(cfg.checkpoint).name}: "
-                                                                  f"{100 * snap['accuracy']:.2f}% test accuracy")
-        print(f"wrote {cfg.confusion_png}")
+        title = f"{Path(cfg.checkpoint).name}: {100 * snap['accuracy']:.2f}% test accuracy"
+        write_output(cfg.confusion_png, "--confusion-png",
+                     lambda: save_confusion_png(snap["confusion"], cfg.confusion_png, title))
     return 0
 
 

@@ -1,43 +1,100 @@
 """Time to accuracy: train a named recipe end to end for N seeds and report test accuracy and wall time.
 
-    python benchmarks/time_to_accuracy.py --recipe fast --runs 3 [--data-dir D] [--json PATH]
+    python benchmarks/time_to_accuracy.py --recipe fast --runs 3 [--data-dir D]
+    python benchmarks/time_to_accuracy.py --recipe seed --runs 1 --epochs 2   # the seed's epoch time, extrapolated
 
 Wall time counts everything a user waits for: data loading, compilation, training and the final test
 evaluation; each part is also reported on its own. Test accuracy is reported with and without flip TTA.
-Results go to JSON and to a marked section of benchmarks/RESULTS.md.
+Each run is recorded beside --results: time_to_accuracy-RECIPE.json, the time-to-accuracy-RECIPE section of
+RESULTS.md, and time-to-accuracy.png, test accuracy against wall time for every recipe recorded there. The seed
+recipe is drawn up to the seed's reported 83.18 % at 496 epochs, extrapolated from its measured epoch time.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from alexnet_perf import cli
+from alexnet_perf.atomic import check_writable, write_atomic, write_text_atomic
 from alexnet_perf.checkpoint import load_model
-from alexnet_perf.data import DeviceLoader, load_cifar10
+from alexnet_perf.data import DATA_DIR_HELP, DeviceLoader, load_cifar10
+from alexnet_perf.errors import UserError
 from alexnet_perf.evaluate import EVAL_BATCH_SIZE, evaluate_model
+from alexnet_perf.recipes import RECIPES
+from alexnet_perf.results import from_dict, machine_description, update_section
 from alexnet_perf.runtime import amp_dtype, resolve_device
-from alexnet_perf.train import recipe_config, train
-from alexnet_perf.results import machine_description, update_section
+from alexnet_perf.train import TrainConfig, train
 
+PROG = "python benchmarks/time_to_accuracy.py"
 RESULTS = Path(__file__).with_name("RESULTS.md")
+PLOT_NAME = "time-to-accuracy.png"
+SEED_EPOCHS, SEED_ACCURACY = 496, 0.8318  # the seed's reported run: 83.18 % test accuracy after 496 epochs
 
+
+@dataclass
+class TimeToAccuracyConfig:
+    recipe: str = cli.option("fast", f"recipe to train: {', '.join(RECIPES)}", choices=sorted(RECIPES))
+    runs: int = cli.option(3, "number of seeds (0..runs-1)", at_least=1)
+    epochs: int = cli.option(0, "train this many epochs instead of the recipe's (0: the recipe's); a few epochs of "
+                                "the seed recipe measure its epoch time, from which its 496 epochs are extrapolated",
+                             at_least=0)
+    data_dir: str | None = cli.option(None, DATA_DIR_HELP)
+    parallel: int = cli.option(1, "train this many seeds at once, splitting the cores (accuracy runs; wall times "
+                                  "are then not single-run figures)", at_least=1)
+    keep: str = cli.option("", "keep the trained checkpoints in this folder (empty string: a temporary folder)")
+    json: str = cli.option("", "also write the runs and their summary as JSON here (empty string: don't)")
+    results: str = cli.option(str(RESULTS), "markdown file whose time-to-accuracy-RECIPE section is rewritten; the "
+                                            "runs are recorded beside it as time_to_accuracy-RECIPE.json and drawn, "
+                                            f"with every other recipe recorded there, in {PLOT_NAME} (empty "
+                                            "string: none of these)")
+    report_only: str = cli.option("", "train nothing: record a JSON this script wrote (--json) beside --results and "
+                                      "redraw the section and the picture from it")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The fields of one run that the report and the picture read: what a saved JSON must hold."""
+
+    seed: int
+    test_accuracy: float
+    test_accuracy_tta: float
+    wall_seconds: float
+    data_seconds: float
+    train_seconds: float
+    val_seconds: float
+    test_eval_seconds: float
+    epochs: int
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class Record:
+    """A saved JSON of this script: the recipe, how and when it ran, and its runs."""
+
+    recipe: str
+    command: str
+    date: str
+    runs: list[RunRecord]
+
+
+# --- training -------------------------------------------------------------------------------------------------
 
 def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **overrides) -> dict:
     """Train one seed and score the kept weights on the test set, timing every phase."""
     start = time.perf_counter()
-    cfg = recipe_config(recipe, seed=seed, data_dir=data_dir, checkpoint=str(workdir / f"{recipe}-{seed}.pth"),
-                        tensorboard=False, **overrides)
+    cfg = TrainConfig(recipe, seed=seed, data_dir=data_dir, checkpoint=str(workdir / f"{recipe}-{seed}.pth"),
+                      tensorboard=False, **overrides)
     result = train(cfg)
     device = resolve_device(cfg.device)
     model, _ = load_model(cfg.checkpoint, map_location=device)
@@ -56,23 +113,27 @@ def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **over
             "threads": torch.get_num_threads(), "config": asdict(cfg)}
 
 
-def _run_in_worker(args: tuple) -> dict:
-    recipe, seed, data_dir, workdir, threads = args
+def _run_in_worker(job: tuple[str, int, str | None, str, int, dict[str, Any]]) -> dict:
+    recipe, seed, data_dir, workdir, threads, overrides = job
     torch.set_num_threads(threads)
-    return run_once(recipe, seed, data_dir, Path(workdir))
+    return run_once(recipe, seed, data_dir, Path(workdir), **overrides)
 
 
-def run_all(recipe: str, seeds: list[int], data_dir: str | None, workdir: Path, parallel: int) -> list[dict]:
+def run_all(recipe: str, seeds: list[int], data_dir: str | None, workdir: Path, parallel: int,
+            **overrides) -> list[dict]:
     """Train the seeds one after another, or `parallel` at a time in worker processes sharing the cores."""
     if parallel <= 1:
-        return [run_once(recipe, seed, data_dir, workdir) for seed in seeds]
+        return [run_once(recipe, seed, data_dir, workdir, **overrides) for seed in seeds]
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    jobs = [(recipe, seed, data_dir, str(workdir), threads) for seed in seeds]
+    jobs = [(recipe, seed, data_dir, str(workdir), threads, overrides) for seed in seeds]
     with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_run_in_worker, jobs))
 
 
+# --- figures --------------------------------------------------------------------------------------------------
+
 def summarize(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation over the runs of the headline figures."""
     out = {}
     for key in ("test_accuracy", "test_accuracy_tta", "wall_seconds", "train_seconds", "images_per_second"):
         values = [r[key] for r in runs]
@@ -80,10 +141,23 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def extrapolated_seconds(run: dict, epochs: int = SEED_EPOCHS) -> float:
+    """The run's wall time had it trained `epochs` epochs: the measured wall time plus the missing epochs at the
+    run's measured time per epoch (training and validation)."""
+    per_epoch = (run["train_seconds"] + run["val_seconds"]) / run["epochs"]
+    return run["wall_seconds"] + per_epoch * (epochs - run["epochs"])
+
+
+def _is_extrapolated(recipe: str, runs: list[dict]) -> bool:
+    return recipe == "seed" and statistics.fmean(r["epochs"] for r in runs) < SEED_EPOCHS
+
+
 def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: str) -> str:
+    """The recipe's RESULTS.md section: one row per seed, then mean ± sd."""
     lines = [f"### Time to accuracy: recipe `{recipe}`", "",
              f"Command: `{command}`  ", f"Date: {date}; machine: {machine_description()}", "",
-             "| seed | test acc | test acc (flip TTA) | wall s | data s | train s | val s | test eval s | epochs | img/s |",
+             "| seed | test acc | test acc (flip TTA) | wall s | data s | train s | val s | test eval s | epochs "
+             "| img/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         lines.append(f"| {r['seed']} | {100 * r['test_accuracy']:.2f} % | {100 * r['test_accuracy_tta']:.2f} % | "
@@ -91,53 +165,196 @@ def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: s
                      f"{r['val_seconds']:.1f} | {r['test_eval_seconds']:.1f} | {r['epochs']} | "
                      f"{r['images_per_second']:.0f} |")
     s = summary
-    lines.append(f"| **mean ± sd** | **{100 * s['test_accuracy']['mean']:.2f} ± {100 * s['test_accuracy']['sd']:.2f} %** "
-                 f"| **{100 * s['test_accuracy_tta']['mean']:.2f} ± {100 * s['test_accuracy_tta']['sd']:.2f} %** | "
+    lines.append(f"| **mean ± sd** | **{100 * s['test_accuracy']['mean']:.2f} ± {100 * s['test_accuracy']['sd']:.2f} "
+                 f"%** | **{100 * s['test_accuracy_tta']['mean']:.2f} ± {100 * s['test_accuracy_tta']['sd']:.2f} %** | "
                  f"**{s['wall_seconds']['mean']:.1f} ± {s['wall_seconds']['sd']:.1f}** | | "
                  f"{s['train_seconds']['mean']:.1f} | | | | {s['images_per_second']['mean']:.0f} |")
+    if _is_extrapolated(recipe, runs):
+        hours = statistics.fmean(extrapolated_seconds(r) for r in runs) / 3600
+        lines += ["", f"Extrapolated to the seed's {SEED_EPOCHS} epochs (its reported {100 * SEED_ACCURACY:.2f} % test "
+                      f"accuracy) at the measured time per epoch: ≈ {hours:.1f} h."]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", default="fast", help="recipe to train (seed, fast, best)")
-    parser.add_argument("--runs", type=int, default=3, help="number of seeds (0..runs-1)")
-    parser.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py/")
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="train this many seeds at once, splitting the cores (accuracy runs; wall times are then "
-                             "not single-run figures)")
-    parser.add_argument("--keep", default=None, help="keep the trained checkpoints in this folder")
-    parser.add_argument("--json", default=None, help="write per-run results and the summary here")
-    parser.add_argument("--no-results", action="store_true", help="do not update benchmarks/RESULTS.md")
-    parser.add_argument("--report-only", metavar="JSON", default=None,
-                        help="train nothing: rewrite the RESULTS.md section from a JSON this script wrote")
-    args = parser.parse_args(argv)
-    if args.report_only:
-        saved = json.loads(Path(args.report_only).read_text())
-        update_section(RESULTS, f"time-to-accuracy-{saved['recipe']}",
-                       markdown(saved["recipe"], saved["runs"], saved["summary"], saved["command"], saved["date"]))
-        return 0
-    command = "python benchmarks/time_to_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+def save_plot(records: dict[str, dict], path: str | Path) -> None:
+    """Test accuracy against wall time (log scale): each run, each recipe's mean, and for the seed recipe a dashed
+    line from its measured epochs to the seed's 83.18 % at its extrapolated 496-epoch time. The legend's labels are
+    also stored in the PNG's Description, so that a reader (or a test) can tell which recipes it shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.axhline(100 * SEED_ACCURACY, color="grey", linestyle=":", label=f"the seed's {100 * SEED_ACCURACY:.2f} %")
+    for recipe in sorted(records, key=list(RECIPES).index):
+        _plot_recipe(ax, recipe, records[recipe]["runs"])
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time per run (s, log scale)")
+    ax.set_ylabel("test accuracy (%, no TTA)")
+    machines = sorted({r.get("machine", "unknown machine") for r in records.values()})
+    ax.set_title(f"CIFAR-10 test accuracy against wall time\n{'; '.join(machines)}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    labels = "; ".join(ax.get_legend_handles_labels()[1])
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100, metadata={"Description": labels}))
+    finally:
+        plt.close(fig)
+
+
+def _plot_recipe(ax, recipe: str, runs: list[dict]) -> None:
+    """One recipe's runs and mean; the seed recipe's extrapolation when it ran fewer than the seed's epochs."""
+    walls, accs = [r["wall_seconds"] for r in runs], [100 * r["test_accuracy"] for r in runs]
+    epochs = round(statistics.fmean(r["epochs"] for r in runs))
+    points = ax.scatter(walls, accs, alpha=0.5, s=20)
+    mean = (statistics.fmean(walls), statistics.fmean(accs))
+    ax.plot(*mean, marker="o", markersize=9, color=points.get_facecolor()[0][:3], linestyle="none",
+            label=f"{recipe}: {epochs} epochs, mean of {len(runs)} run{'s' if len(runs) > 1 else ''}")
+    if _is_extrapolated(recipe, runs):
+        target = (statistics.fmean(extrapolated_seconds(r) for r in runs), 100 * SEED_ACCURACY)
+        ax.plot([mean[0], target[0]], [mean[1], target[1]], linestyle="--", marker="*", markevery=[1],
+                markersize=12, color=points.get_facecolor()[0][:3],
+                label=f"seed (extrapolated): {SEED_EPOCHS} epochs at the measured epoch time")
+        ax.annotate("extrapolated", target, textcoords="offset points", xytext=(-10, 8), ha="right", fontsize=8)
+
+
+# --- records --------------------------------------------------------------------------------------------------
+
+def record_path(results: str | Path, recipe: str) -> Path:
+    return Path(results).parent / f"time_to_accuracy-{recipe}.json"
+
+
+def load_record(path: str | Path, fix: str) -> dict:
+    """A JSON this script wrote, checked to hold every field the report and the picture read; else a UserError
+    saying what is wrong and, with `fix`, how to put it right."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        record = from_dict(Record, data)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{path}: not a time-to-accuracy JSON ({reason}); {fix}") from None
+    problem = _record_problem(record)
+    if problem:
+        raise UserError(f"{path}: {problem}; {fix}")
+    return data
+
+
+def _record_problem(record: Record) -> str | None:
+    """What makes a well-typed record unusable, if anything."""
+    if record.recipe not in RECIPES:
+        return f"unknown recipe {record.recipe!r}"
+    if not record.runs:
+        return "no runs"
+    for i, run in enumerate(record.runs):
+        seconds = (run.wall_seconds, run.data_seconds, run.train_seconds, run.val_seconds, run.test_eval_seconds)
+        if not (0 <= run.test_accuracy <= 1 and 0 <= run.test_accuracy_tta <= 1):
+            return f"runs[{i}]: test accuracies must lie in 0..1"
+        if run.epochs < 1 or min(seconds) < 0 or run.train_seconds > run.wall_seconds:
+            return f"runs[{i}]: epochs must be >= 1 and times >= 0, training within the wall time"
+    return None
+
+
+def load_other_records(results: str | Path, recipe: str) -> dict[str, dict]:
+    """Every recipe but `recipe` (whose record is being replaced) recorded beside results, each checked: a damaged
+    one is named, not skipped."""
+    paths = {other: record_path(results, other) for other in RECIPES if other != recipe}
+    return {other: load_record(p, f"delete it, or rerun {PROG} --recipe {other} to replace it")
+            for other, p in paths.items() if p.exists()}
+
+
+def publish(results: str | Path, record: dict) -> list[Path]:
+    """Record the runs beside results, rewrite the recipe's RESULTS.md section and redraw the picture from every
+    recipe recorded there; returns the files written."""
+    recipe, runs = record["recipe"], record["runs"]
+    records = {**load_other_records(results, recipe), recipe: record}
+    saved, plot = record_path(results, recipe), Path(results).parent / PLOT_NAME
+    write_text_atomic(saved, json.dumps(record, indent=2))
+    update_section(results, f"time-to-accuracy-{recipe}",
+                   markdown(recipe, runs, summarize(runs), record["command"], record["date"]))
+    save_plot(records, plot)
+    return [saved, Path(results), plot]
+
+
+# --- command --------------------------------------------------------------------------------------------------
+
+def check_outputs(cfg: TimeToAccuracyConfig, recipe: str) -> None:
+    """Every file the command will write can be written (checked before any training)."""
+    if cfg.json:
+        check_writable(cfg.json, "--json")
+    if cfg.results:
+        for path in (cfg.results, record_path(cfg.results, recipe), Path(cfg.results).parent / PLOT_NAME):
+            check_writable(path, "--results")
+
+
+def check_keep(cfg: TimeToAccuracyConfig) -> None:
+    """--keep must be a folder that takes the checkpoints and holds none of this run's already."""
+    if not cfg.keep:
+        return
+    existing = [name for name in (f"{cfg.recipe}-{seed}.pth" for seed in range(cfg.runs))
+                if (Path(cfg.keep) / name).exists()]
+    if existing:
+        raise UserError(f"--keep {cfg.keep} already holds {', '.join(existing)}; choose another folder or delete them")
+    check_writable(Path(cfg.keep) / f"{cfg.recipe}-0.pth", "--keep")
+
+
+def write_outputs(cfg: TimeToAccuracyConfig, record: dict) -> None:
+    """--json and the files beside --results; a write that fails anyway (disk full) is one line, and each file
+    keeps either its previous or its new contents."""
+    try:
+        if cfg.json:
+            write_text_atomic(cfg.json, json.dumps(record, indent=2))
+        written = ([Path(cfg.json)] if cfg.json else []) + (publish(cfg.results, record) if cfg.results else [])
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or 'the results'} ({e.strerror or e}); every file holds either "
+                        f"its previous or its new contents") from None
+    for path in written:
+        print(f"wrote {path}")
+
+
+def report_only(cfg: TimeToAccuracyConfig) -> int:
+    """Record a saved JSON and redraw its section and the picture, training nothing."""
+    if not cfg.results:
+        raise UserError("--report-only needs --results (where to record the JSON)")
+    record = load_record(cfg.report_only, f"give a JSON that {PROG} --json wrote")
+    check_outputs(cfg, record["recipe"])
+    load_other_records(cfg.results, record["recipe"])
+    write_outputs(cfg, record)
+    return 0
+
+
+def measure(cfg: TimeToAccuracyConfig) -> int:
+    """Check everything that can be checked, train the seeds, print and record the results."""
+    check_outputs(cfg, cfg.recipe)
+    check_keep(cfg)
+    if cfg.results:
+        load_other_records(cfg.results, cfg.recipe)  # a damaged one would otherwise stop the picture after training
+    load_cifar10(cfg.data_dir)  # missing or damaged data fails here; the workers then read the decoded cache
+    overrides = {"epochs": cfg.epochs} if cfg.epochs else {}
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.keep or tmp)
+        workdir = Path(cfg.keep or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        runs = run_all(args.recipe, list(range(args.runs)), args.data_dir, workdir, args.parallel)
+        runs = run_all(cfg.recipe, list(range(cfg.runs)), cfg.data_dir, workdir, cfg.parallel, **overrides)
     for r in runs:
         print(f"seed {r['seed']}: test {100 * r['test_accuracy']:.2f}% (TTA {100 * r['test_accuracy_tta']:.2f}%) "
               f"in {r['wall_seconds']:.1f} s", flush=True)
     summary = summarize(runs)
     print(f"mean test accuracy {100 * summary['test_accuracy']['mean']:.2f}% "
           f"(TTA {100 * summary['test_accuracy_tta']['mean']:.2f}%), mean wall {summary['wall_seconds']['mean']:.1f} s")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"recipe": args.recipe, "command": command, "date": date,
-                                               "machine": machine_description(), "runs": runs, "summary": summary},
-                                              indent=2))
-    if not args.no_results:
-        update_section(RESULTS, f"time-to-accuracy-{args.recipe}", markdown(args.recipe, runs, summary, command, date))
+    record = {"recipe": cfg.recipe, "command": cli.command_line(PROG, cfg),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
+              "runs": runs, "summary": summary}
+    write_outputs(cfg, record)
     return 0
 
 
+def main(cfg: TimeToAccuracyConfig) -> int:
+    return report_only(cfg) if cfg.report_only else measure(cfg)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(TimeToAccuracyConfig, main, PROG, __doc__.split("\n\n")[0]))

@@ -31,5 +31,9 @@ def test_compiled_amp_training_then_evaluation_on_real_cifar(real_cifar_dir, tmp
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     snap = json.loads(report.read_text())
     assert snap["total"] == 10_000 and snap["accuracy"] > 0.35  # chance is 0.10
-    assert len(snap["per_class_recall"]) == 10 and "Per-class recall" in evaluate.stdout
+    confusion = snap["confusion"]
+    assert [sum(row) for row in confusion] == [1000] * 10  # the test split holds 1,000 images of each class
+    assert snap["correct"] == sum(confusion[i][i] for i in range(10))
+    assert list(snap["per_class_recall"].values()) == [confusion[i][i] / 1000 for i in range(10)]
+    assert f"Test accuracy: {100 * snap['accuracy']:.2f}% ({snap['correct']}/10000)" in evaluate.stdout
     assert (tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,9 +1,19 @@
-"""benchmarks/time_to_accuracy.py on synthetic data: one tiny run end to end, and its report."""
+"""benchmarks/time_to_accuracy.py on synthetic data: runs end to end, their report and picture, and every mistake
+refused in one line before training."""
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
+
+from alexnet_perf import cli
+from alexnet_perf.checkpoint import load_model
+from alexnet_perf.data import load_cifar10, normalize
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_accuracy.py"
 
@@ -12,25 +22,151 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_accura
 def tta_module():
     spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules[spec.name]
 
 
-def test_one_run_times_every_phase_and_scores_test_with_and_without_tta(tta_module, synthetic_cifar, tmp_path):
-    run = tta_module.run_once("fast", 0, str(synthetic_cifar), tmp_path, epochs=1, batch_size=16, device="cpu",
+def _runs(accuracies=(0.83, 0.84, 0.85), epochs=10) -> list[dict]:
+    return [{"seed": s, "test_accuracy": a, "test_accuracy_tta": a + 0.01, "wall_seconds": 300.0 + s,
+             "data_seconds": 0.1, "train_seconds": 290.0, "val_seconds": 0.0, "test_eval_seconds": 8.0,
+             "epochs": epochs, "images_per_second": 1500.0} for s, a in enumerate(accuracies)]
+
+
+def _record(recipe="fast", runs=None) -> dict:
+    return {"recipe": recipe, "command": "python benchmarks/time_to_accuracy.py", "date": "2026-11-29 05:18 UTC",
+            "machine": "2 cores, test", "runs": _runs() if runs is None else runs}
+
+
+def _cli(module, capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.run(module.TimeToAccuracyConfig, module.main, module.PROG, "", list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _plot_labels(path: Path) -> str:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.text["Description"]
+
+
+def _hand_counted_recall(checkpoint: Path, data_dir: Path) -> list[float]:
+    model, _ = load_model(checkpoint)
+    data = load_cifar10(str(data_dir))
+    with torch.no_grad():
+        predicted = model(normalize(torch.as_tensor(data.test_images))).argmax(1).numpy()
+    labels = data.test_labels
+    return [float(np.sum((labels == c) & (predicted == c)) / max(np.sum(labels == c), 1)) for c in range(10)]
+
+
+def test_one_run_learns_the_synthetic_classes_and_counts_recall_right(tta_module, synthetic_cifar, tmp_path):
+    run = tta_module.run_once("fast", 0, str(synthetic_cifar), tmp_path, epochs=3, batch_size=16, device="cpu",
                               amp=False)
-    assert run["epochs"] == 1 and run["config"]["recipe"] == "fast" and run["config"]["whiten_init"]
-    assert 0.0 <= run["test_accuracy"] <= 1.0 and 0.0 <= run["test_accuracy_tta"] <= 1.0
+    assert run["epochs"] == 3 and run["config"]["recipe"] == "fast" and run["config"]["whiten_init"]
+    assert run["test_accuracy"] > 0.6 and run["test_accuracy_tta"] > 0.6  # one colour per class; chance is 0.1
     assert run["wall_seconds"] >= run["train_seconds"] > 0 and run["test_eval_seconds"] > 0
-    assert len(run["per_class_recall"]) == 10
+    assert run["per_class_recall"] == pytest.approx(_hand_counted_recall(tmp_path / "fast-0.pth", synthetic_cifar))
 
 
 def test_summary_and_table_report_mean_and_sd(tta_module):
-    runs = [{"seed": s, "test_accuracy": a, "test_accuracy_tta": a + 0.01, "wall_seconds": 300.0 + s,
-             "data_seconds": 0.1, "train_seconds": 290.0, "val_seconds": 0.0, "test_eval_seconds": 8.0, "epochs": 10,
-             "images_per_second": 1500.0} for s, a in enumerate((0.83, 0.84, 0.85))]
+    runs = _runs()
     summary = tta_module.summarize(runs)
     assert summary["test_accuracy"]["mean"] == pytest.approx(0.84)
     assert summary["test_accuracy"]["sd"] == pytest.approx(0.01)
     table = tta_module.markdown("fast", runs, summary, "python benchmarks/time_to_accuracy.py", "2026-11-29")
     assert "**84.00 ± 1.00 %**" in table and "| 2 | 85.00 % | 86.00 % |" in table
+    assert "xtrapolated" not in table
+
+
+def test_seed_time_is_extrapolated_from_its_measured_epoch_time(tta_module):
+    run = {"wall_seconds": 100.0, "train_seconds": 60.0, "val_seconds": 6.0, "epochs": 1}
+    assert tta_module.extrapolated_seconds(run) == pytest.approx(100.0 + 66.0 * 495)
+    runs = [{**_runs(epochs=1)[0], **run}]
+    table = tta_module.markdown("seed", runs, tta_module.summarize(runs), "cmd", "date")
+    assert "Extrapolated to the seed's 496 epochs" in table and "≈ 9.1 h" in table
+
+
+def test_a_run_records_json_section_and_a_picture_of_every_recipe_recorded(tta_module, synthetic_cifar, tmp_path,
+                                                                          capsys):
+    results = tmp_path / "bench" / "RESULTS.md"
+    seed_run = tta_module.run_once("seed", 0, str(synthetic_cifar), tmp_path, epochs=1, batch_size=16, val_size=64,
+                                   device="cpu")
+    tta_module.publish(results, _record("seed", [seed_run]))
+    code, out, err = _cli(tta_module, capsys, "--recipe", "fast", "--runs", "1", "--epochs", "1", "--data-dir",
+                          str(synthetic_cifar), "--results", str(results), "--json", str(tmp_path / "fast.json"))
+    assert code == 0, err
+    plot = results.parent / "time-to-accuracy.png"
+    assert f"wrote {plot}" in out and f"wrote {tmp_path / 'fast.json'}" in out
+    labels = _plot_labels(plot)
+    assert "fast: 1 epochs, mean of 1 run" in labels and "seed: 1 epochs" in labels
+    assert "seed (extrapolated)" in labels and "best" not in labels
+    saved = json.loads((results.parent / "time_to_accuracy-fast.json").read_text())
+    assert saved == json.loads((tmp_path / "fast.json").read_text()) and len(saved["runs"]) == 1
+    assert saved["command"].startswith("python benchmarks/time_to_accuracy.py --runs 1 --epochs 1")
+    text = results.read_text()
+    assert "<!-- begin time-to-accuracy-fast -->" in text and "<!-- begin time-to-accuracy-seed -->" in text
+
+
+def test_report_only_records_a_saved_json_and_redraws_the_picture(tta_module, tmp_path, capsys):
+    saved = tmp_path / "best.json"
+    saved.write_text(json.dumps(_record("best")))
+    results = tmp_path / "RESULTS.md"
+    code, out, err = _cli(tta_module, capsys, "--report-only", str(saved), "--results", str(results))
+    assert code == 0, err
+    assert "best: 10 epochs, mean of 3 runs" in _plot_labels(tmp_path / "time-to-accuracy.png")
+    assert json.loads((tmp_path / "time_to_accuracy-best.json").read_text())["runs"] == _runs()
+    assert "**84.00 ± 1.00 %**" in results.read_text()
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "not found"),
+    ("{not json", "not a time-to-accuracy JSON"),
+    (json.dumps({"recipe": "fast", "runs": []}), "command is missing"),
+    (json.dumps({**_record(), "runs": [{**_runs()[0], "epochs": "ten"}]}), "runs[0].epochs is str"),
+    (json.dumps(_record("quick")), "unknown recipe 'quick'"),
+    (json.dumps(_record(runs=_runs(accuracies=(83.5,)))), "test accuracies must lie in 0..1"),
+])
+def test_bad_report_only_file_is_one_line_and_writes_nothing(tta_module, tmp_path, capsys, content, problem):
+    saved = tmp_path / "saved.json"
+    if content is not None:
+        saved.write_text(content)
+    results = tmp_path / "RESULTS.md"
+    code, out, err = _cli(tta_module, capsys, "--report-only", str(saved), "--results", str(results))
+    assert code == 2 and err.count("\n") == 1 and str(saved) in err and problem in err, err
+    assert not results.exists() and not (tmp_path / "time-to-accuracy.png").exists()
+
+
+def _assert_refused_before_training(code: int, out: str, err: str, *words: str) -> None:
+    assert code == 2 and err.startswith("python benchmarks/time_to_accuracy.py: error: ") and err.count("\n") == 1
+    assert all(w in err for w in words), err
+    assert "seed 0:" not in out and "wrote" not in out
+
+
+@pytest.mark.parametrize("flag, value", [("--runs", "0"), ("--parallel", "0"), ("--epochs", "-1")])
+def test_counts_out_of_range_are_refused_before_training(tta_module, tmp_path, capsys, flag, value):
+    code, out, err = _cli(tta_module, capsys, flag, value, "--data-dir", str(tmp_path / "void"), "--results", "")
+    _assert_refused_before_training(code, out, err, f"{flag} must be >=")
+
+
+def test_a_damaged_record_of_another_recipe_is_refused_before_training(tta_module, tmp_path, capsys):
+    (tmp_path / "time_to_accuracy-best.json").write_bytes(b"\x00garbage")
+    code, out, err = _cli(tta_module, capsys, "--recipe", "fast", "--data-dir", str(tmp_path / "void"), "--results",
+                          str(tmp_path / "RESULTS.md"))
+    _assert_refused_before_training(code, out, err, "time_to_accuracy-best.json", "--recipe best")
+
+
+def test_keep_folder_holding_this_runs_checkpoints_is_refused_before_training(tta_module, tmp_path, capsys):
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "fast-1.pth").write_bytes(b"an earlier run")
+    code, out, err = _cli(tta_module, capsys, "--runs", "2", "--keep", str(tmp_path / "kept"), "--data-dir",
+                          str(tmp_path / "void"), "--results", "")
+    _assert_refused_before_training(code, out, err, "fast-1.pth")
+    assert (tmp_path / "kept" / "fast-1.pth").read_bytes() == b"an earlier run"
+
+
+def test_json_output_under_a_regular_file_is_refused_before_training(tta_module, tmp_path, capsys):
+    (tmp_path / "plain").write_text("a file")
+    code, out, err = _cli(tta_module, capsys, "--json", str(tmp_path / "plain" / "out.json"), "--data-dir",
+                          str(tmp_path / "void"), "--results", "")
+    _assert_refused_before_training(code, out, err, "--json", str(tmp_path / "plain"))

@@ -1,0 +1,128 @@
+"""python -m alexnet_perf.evaluate: the scores it computes, and every mistake refused in one line before work."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet_perf import cli, evaluate
+from alexnet_perf.data import DeviceLoader
+from alexnet_perf.evaluate import EvalConfig, evaluate_model
+from alexnet_perf.train import TrainConfig, train
+
+from conftest import make_synthetic_cifar
+
+PROG = "python -m alexnet_perf.evaluate"
+
+
+class _FixedPredictions(nn.Module):
+    """Predicts the given classes in loader order, whatever the images."""
+
+    def __init__(self, predictions: list[int]) -> None:
+        super().__init__()
+        self.predictions, self.seen = torch.tensor(predictions), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chosen = self.predictions[self.seen:self.seen + len(x)]
+        self.seen += len(x)
+        return nn.functional.one_hot(chosen, 10).float()
+
+
+def test_confusion_and_recall_equal_a_hand_count():
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3]
+    predicted = [0, 1, 0, 1, 1, 2, 0, 2, 3, 9]
+    loader = DeviceLoader(torch.zeros(len(labels), 3, 32, 32, dtype=torch.uint8), torch.tensor(labels), batch_size=3)
+    metrics = evaluate_model(_FixedPredictions(predicted), loader)
+    assert (metrics.correct, metrics.total) == (6, 10)
+    assert metrics.confusion[0][:2] == [2, 1] and metrics.confusion[2][:4] == [1, 0, 2, 1]
+    assert metrics.confusion[3][9] == 1 and sum(map(sum, metrics.confusion)) == 10
+    assert metrics.per_class_recall()[:4] == pytest.approx([2 / 3, 1.0, 0.5, 0.0])
+    assert metrics.per_class_recall()[4:] == [0.0] * 6  # classes without samples
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data dir, checkpoint) of one short training run on learnable synthetic data."""
+    root = tmp_path_factory.mktemp("evaluate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        data_dir = make_synthetic_cifar(root / "cifar")
+        checkpoint = root / "model.pth"
+        train(TrainConfig("seed", epochs=1, batch_size=16, val_size=64, data_dir=str(data_dir),
+                          checkpoint=str(checkpoint), tensorboard=False, device="cpu"))
+    return data_dir, checkpoint
+
+
+def _evaluate(trained, tmp_path, capsys, *args: str) -> tuple[int, str, str]:
+    data_dir, checkpoint = trained
+    code = cli.run(EvalConfig, evaluate.main, PROG, "",
+                   ["--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--device", "cpu",
+                    "--confusion-png", str(tmp_path / "cm.png"), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _assert_refused_up_front(code: int, out: str, err: str, *words: str) -> None:
+    assert code == 2 and err.startswith(f"{PROG}: error: ") and err.count("\n") == 1
+    assert all(w in err for w in words), err
+    assert "Test accuracy" not in out and "wrote" not in out  # nothing was evaluated or written
+
+
+@pytest.mark.parametrize("flag", ["--json", "--confusion-png"])
+def test_output_under_a_regular_file_is_refused_before_evaluating(trained, tmp_path, capsys, flag):
+    (tmp_path / "plain").write_text("a file, not a folder")
+    code, out, err = _evaluate(trained, tmp_path, capsys, flag, str(tmp_path / "plain" / "deeper" / "out"))
+    _assert_refused_up_front(code, out, err, flag, str(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize("flag", ["--json", "--confusion-png"])
+def test_output_that_is_a_folder_is_refused_before_evaluating(trained, tmp_path, capsys, flag):
+    (tmp_path / "folder").mkdir()
+    code, out, err = _evaluate(trained, tmp_path, capsys, flag, str(tmp_path / "folder"))
+    _assert_refused_up_front(code, out, err, flag, "is a folder")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_output_in_a_read_only_folder_is_refused_before_evaluating(trained, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, out, err = _evaluate(trained, tmp_path, capsys, "--json", str(locked / "eval.json"))
+    finally:
+        locked.chmod(0o700)
+    _assert_refused_up_front(code, out, err, "--json", str(locked))
+
+
+def test_batch_size_below_one_is_refused_before_anything_is_loaded(tmp_path, capsys):
+    code = cli.run(EvalConfig, evaluate.main, PROG, "",
+                   ["--checkpoint", str(tmp_path / "absent.pth"), "--batch-size", "0", "--confusion-png", ""])
+    out = capsys.readouterr()
+    _assert_refused_up_front(code, out.out, out.err, "--batch-size must be >= 1, got 0")
+
+
+def test_a_write_that_fails_after_evaluating_is_one_line_and_keeps_the_old_file(trained, tmp_path, capsys,
+                                                                               monkeypatch):
+    previous = tmp_path / "eval.json"
+    previous.write_text('{"accuracy": 0.5}')
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(evaluate, "write_text_atomic", disk_full)
+    code, out, err = _evaluate(trained, tmp_path, capsys, "--json", str(previous))
+    assert code == 2 and err.count("\n") == 1 and "cannot write --json" in err and "No space left" in err
+    assert f"wrote {previous}" not in out and previous.read_text() == '{"accuracy": 0.5}'
+
+
+def test_checkpoint_with_a_malformed_label_smoothing_is_refused(trained, tmp_path, capsys):
+    data_dir, checkpoint = trained
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["config"]["label_smoothing"] = "a lot"
+    odd = tmp_path / "odd.pth"
+    torch.save(ckpt, odd)
+    code, out, err = _evaluate((data_dir, odd), tmp_path, capsys)
+    _assert_refused_up_front(code, out, err, "label_smoothing must be a number")
