@@ -22,13 +22,14 @@ _BOUNDS = {"at_least": ">=", "above": ">", "at_most": "<=", "below": "<"}
 
 def option(default: Any, help: str, *, at_least: float | None = None, above: float | None = None,
            at_most: float | None = None, below: float | None = None, preset: bool = False,
-           **argparse_kwargs: Any) -> Any:
+           positional: bool = False, **argparse_kwargs: Any) -> Any:
     """A dataclass field that is also a command-line flag; the bounds are checked by `validate`. preset: the field
-    selects the defaults of the others (e.g. --recipe), so command_line writes it first."""
+    selects the defaults of the others (e.g. --recipe), so command_line writes it first. positional: an argument
+    without a flag (e.g. the image files of predict; give nargs)."""
     bounds = {k: v for k, v in dict(at_least=at_least, above=above, at_most=at_most, below=below).items()
               if v is not None}
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "bounds": bounds, "preset": preset, **argparse_kwargs})
+    return dataclasses.field(default=default, metadata={"help": help, "bounds": bounds, "preset": preset,
+                                                        "positional": positional, **argparse_kwargs})
 
 
 def flag(name: str) -> str:
@@ -67,7 +68,7 @@ def build_parser(config_cls: type, prog: str, description: str, shown: Any = Non
                                      exit_on_error=exit_on_error)
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
-        meta = {k: v for k, v in f.metadata.items() if k not in ("help", "bounds", "preset")}
+        meta = {k: v for k, v in f.metadata.items() if k not in ("help", "bounds", "preset", "positional")}
         bounds = f.metadata.get("bounds", {})
         help_text = f.metadata.get("help", "")
         if bounds:
@@ -79,6 +80,9 @@ def build_parser(config_cls: type, prog: str, description: str, shown: Any = Non
         else:
             kwargs.setdefault("type", kind)
             kwargs.setdefault("metavar", f.name.upper())
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, **{**kwargs, "help": help_text.replace("%", "%%")})
+            continue
         kwargs["help"] = f"{help_text} (default: {getattr(shown, f.name)})".replace("%", "%%")
         parser.add_argument(flag(f.name), dest=f.name, **kwargs)
     return parser
@@ -120,7 +124,9 @@ def command_line(prog: str, config: Any) -> str:
             continue
         if f.name in presets and value == f.default:
             continue
-        if isinstance(value, bool):
+        if f.metadata.get("positional"):
+            parts += [str(v) for v in value]
+        elif isinstance(value, bool):
             parts.append(flag(f.name) if value else "--no-" + flag(f.name)[2:])
         else:
             parts += [flag(f.name), str(value)]

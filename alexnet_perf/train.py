@@ -127,7 +127,7 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cos
         return (1 + math.cos(math.pi * (step // steps_per_epoch) / epochs)) / 2
     total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
     if step < warmup:
-        return (step + 1) / warmup
+        return min(1.0, (step + 1) / warmup)
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     return 1 - progress if schedule == "linear" else (1 + math.cos(math.pi * progress)) / 2
 

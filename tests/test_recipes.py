@@ -24,6 +24,11 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
     assert lr_factor(50, 10, 5, "linear", 1) == 0.0
 
 
+def test_warm_up_of_a_fraction_of_a_step_never_exceeds_the_peak_rate():
+    factors = [lr_factor(s, 3, 4, "linear", warmup_epochs=0.5) for s in range(12)]  # warm-up of 1.5 steps
+    assert max(factors) == 1.0 and factors[0] == pytest.approx(2 / 3)
+
+
 def test_cosine_schedule_is_half_at_the_middle_of_the_decay():
     assert lr_factor(0, 10, 4, "cosine") == pytest.approx(1.0)
     assert lr_factor(20, 10, 4, "cosine") == pytest.approx(0.5)
