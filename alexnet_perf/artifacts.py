@@ -1,10 +1,12 @@
 """The exported artifact set: what export writes and what the backends, parity and the benchmarks read.
 
-Four files in one folder, all taking the same input (float32 (N, 3, 32, 32), named INPUT_NAME in the ONNX graphs,
+Five files in one folder, and a sixth where the export ran on a machine with a CUDA GPU (OPTIONAL: the AOTInductor
+package compiled for CUDA), all taking the same input (float32 (N, 3, 32, 32), named INPUT_NAME in the ONNX graphs,
 preprocessed as data.preprocessing() says) and returning float32 logits (N, classes), named OUTPUT_NAME. Each file
-carries the same string metadata (ArtifactMetadata): in the ONNX models as metadata_props, in the TorchScript and
-torch.export archives as the extra file metadata.json. The source checkpoint's sha256 in it is what ties an
-artifact to the checkpoint it was exported from; read_source_sha256 reads it back from any of the four formats.
+carries the same string metadata (ArtifactMetadata): in the ONNX models as metadata_props, in the TorchScript,
+torch.export and AOTInductor archives as the extra file metadata.json (the AOTInductor packages also hold it in the
+compiled model, returned by its get_metadata()). The source checkpoint's sha256 in it is what ties an artifact to
+the checkpoint it was exported from; read_source_sha256 reads it back from any of the formats.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from .errors import UserError
 INPUT_SHAPE = (3, 32, 32)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"  # the ONNX graphs' input and output names
 TORCHSCRIPT, ONNX, INT8, EXPORTED_PROGRAM = "torchscript", "onnx", "int8", "torch.export"  # the artifact kinds
+AOTI_CPU, AOTI_CUDA = "aoti-cpu", "aoti-cuda"  # the torch.export program compiled ahead of time by AOTInductor
 FILES = {TORCHSCRIPT: "alexnet_cifar.ts.pt", ONNX: "alexnet_cifar.onnx", INT8: "alexnet_cifar.int8.onnx",
-         EXPORTED_PROGRAM: "alexnet_cifar.pt2"}
+         EXPORTED_PROGRAM: "alexnet_cifar.pt2", AOTI_CPU: "alexnet_cifar.aoti-cpu.pt2",
+         AOTI_CUDA: "alexnet_cifar.aoti-cuda.pt2"}
+OPTIONAL = frozenset({AOTI_CUDA})  # written only by an export on a machine with a CUDA GPU
 METADATA_FILE = "metadata.json"  # the extra file holding the metadata in the TorchScript and torch.export archives
 PARITY_FILES = ("PARITY.md", "parity.json")  # parity's report on the set, written beside it
 SOURCE_SHA256_KEY = "source_checkpoint_sha256"
@@ -49,21 +54,31 @@ class ArtifactMetadata:
 
 
 def artifact_paths(folder: str | Path) -> dict[str, Path]:
-    """The four artifacts' paths in folder, by kind."""
+    """Every artifact kind's path in folder, optional ones included, whether or not the file is there."""
     return {kind: Path(folder) / name for kind, name in FILES.items()}
 
 
+def present_artifacts(folder: str | Path) -> dict[str, Path]:
+    """The paths of the artifacts that are in folder, by kind."""
+    return {kind: path for kind, path in artifact_paths(folder).items() if path.is_file()}
+
+
+def missing_artifacts(folder: str | Path) -> list[str]:
+    """The file names of the required (not OPTIONAL) artifacts that folder lacks."""
+    return [path.name for kind, path in artifact_paths(folder).items() if kind not in OPTIONAL and not path.is_file()]
+
+
 def check_artifact_set(folder: str | Path) -> dict[str, Path]:
-    """The artifact paths, or a UserError naming the folder's missing files and how to write them."""
+    """The paths of the artifacts in folder, or a UserError naming its missing required files and how to write
+    them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"exports folder not found: {folder} (write it with `python -m alexnet_perf.export`)")
-    paths = artifact_paths(folder)
-    missing = [path.name for path in paths.values() if not path.is_file()]
+    missing = missing_artifacts(folder)
     if missing:
         raise UserError(f"{folder} lacks {', '.join(missing)} (write the set with `python -m alexnet_perf.export "
                         f"--out {folder}`)")
-    return paths
+    return present_artifacts(folder)
 
 
 @contextlib.contextmanager
@@ -76,7 +91,7 @@ def torchscript_deprecation_silenced() -> Iterator[None]:
 
 
 def _archive_metadata(path: Path) -> dict[str, str]:
-    """metadata.json of a TorchScript or torch.export archive (both are zips holding it as <root>/extra/...)."""
+    """metadata.json of a TorchScript, torch.export or AOTInductor archive (zips holding it as <root>/extra/...)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")]
@@ -102,7 +117,7 @@ def _onnx_metadata(path: Path) -> dict[str, str]:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata strings an artifact carries, read from any of the four formats; a damaged file is a UserError."""
+    """The metadata strings an artifact carries, read from any of its formats; a damaged file is a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"exported model not found: {path} (write it with `python -m alexnet_perf.export`)")

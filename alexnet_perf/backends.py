@@ -6,30 +6,38 @@ checked is what is timed. Every backend is called the same way: `backend(x)` wit
 (N, 3, 32, 32) already on `backend.device` (see data.normalize), returning float32 logits (N, classes) on that
 device.
 
-Backends that cannot run on this machine (no GPU, a build of ONNX Runtime without its CUDA provider, a GPU without
-bf16) raise BackendUnavailable with the reason; callers record or print it as a skip. A missing or damaged
-exported file is a UserError naming it.
+Backends that cannot run on this machine (no GPU, a build of ONNX Runtime without its CUDA provider, a GPU or CPU
+without bf16, OpenVINO not installed, an optional artifact the export did not write) raise BackendUnavailable with
+the reason; callers record or print it as a skip. A missing or damaged exported file is a UserError naming it.
+
+fp32 means fp32 on GPUs too: the fp32 PyTorch backends run with TF32 off (exact_fp32), as the ONNX Runtime CUDA
+sessions do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import (EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, ONNX, OUTPUT_NAME, TORCHSCRIPT,
-                        torchscript_deprecation_silenced)
+from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, ONNX, OPTIONAL,
+                        OUTPUT_NAME, TORCHSCRIPT, torchscript_deprecation_silenced)
 from .errors import UserError
 from .runtime import autocast
 
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # PyTorch backends' autocast dtypes
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT: int8 models keep
+# their unquantised operations in f32
+OPENVINO_PERFORMANCE_HINT = "LATENCY"  # one stream: faster than THROUGHPUT at batch 1 and 128 with one request at a
+# time, equal at 1024 (exports/README.md)
 
 
 class BackendUnavailable(UserError):
@@ -49,6 +57,10 @@ class Backend(ABC):
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run a validated batch."""
+
+    def host_threads(self) -> int | None:
+        """Host threads doing the work on a CPU backend (None on a GPU): torch's, unless the runtime has its own."""
+        return torch.get_num_threads() if self.device.type == "cpu" else None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {self.device}>"
@@ -78,18 +90,35 @@ def _device(device: torch.device | str) -> torch.device:
 
 # --- PyTorch -------------------------------------------------------------------------------------------------
 
-class TorchBackend(Backend):
-    """A PyTorch callable (eager or compiled module, TorchScript, torch.export module) run without autograd."""
+@contextlib.contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """On a GPU, TF32 off for cuDNN convolutions and cuBLAS matmuls (cuDNN's default is on, which breaks fp32's
+    1e-4 tolerance) for the duration, restored afterwards; nothing on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
-    def __init__(self, name: str, module: nn.Module, device: torch.device, precision: torch.dtype | None = None,
-                 channels_last: bool = False) -> None:
+
+class TorchBackend(Backend):
+    """A PyTorch callable (eager or compiled module, TorchScript, torch.export module, AOTInductor package) run
+    without autograd; in fp32 (precision None) with TF32 off."""
+
+    def __init__(self, name: str, module: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                 precision: torch.dtype | None = None, channels_last: bool = False) -> None:
         self.name, self.module, self.device = name, module, device
         self.precision, self.channels_last = precision, channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(self.device, self.precision):
+        exact = exact_fp32(self.device) if self.precision is None else contextlib.nullcontext()
+        with torch.inference_mode(), autocast(self.device, self.precision), exact:
             return self.module(x).float()
 
 
@@ -155,10 +184,13 @@ def _loaded(path: str | Path, load: Callable[[str], Any]) -> Any:
 
 
 def torchscript_backend(path: str | Path, device: torch.device | str = "cpu") -> TorchBackend:
-    """The frozen TorchScript file written by export (torch.jit.load)."""
+    """The frozen TorchScript file written by export (torch.jit.load), passed through
+    torch.jit.optimize_for_inference (on the CPU its convolutions then run on oneDNN's blocked layout, markedly
+    faster)."""
     device = _device(device)
     with torchscript_deprecation_silenced():
         module = _loaded(path, lambda p: torch.jit.load(p, map_location=device))
+        module = torch.jit.optimize_for_inference(module)
     return TorchBackend("torchscript" + ("-cuda" if device.type == "cuda" else ""), module, device)
 
 
@@ -171,6 +203,24 @@ def exported_program_backend(path: str | Path, device: torch.device | str = "cpu
 
         program = move_to_device_pass(program, device)
     return TorchBackend("torch.export" + ("-cuda" if device.type == "cuda" else ""), program.module(), device)
+
+
+class AotiBackend(TorchBackend):
+    """An AOTInductor package: compiled for contiguous inputs, it reads any other layout as if it were contiguous
+    (wrong logits, no error), so every input is made contiguous first."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous())
+
+
+def aoti_backend(path: str | Path, device: torch.device | str = "cpu") -> AotiBackend:
+    """An AOTInductor package written by export (torch._inductor.aoti_load_package), compiled for device's type."""
+    from torch._inductor import aoti_load_package
+
+    device = _device(device)
+    index = device.index if device.type == "cuda" else -1
+    compiled = _loaded(path, lambda p: aoti_load_package(p, device_index=index))
+    return AotiBackend(f"aoti-{device.type}", compiled, device)
 
 
 # --- ONNX Runtime --------------------------------------------------------------------------------------------
@@ -218,6 +268,9 @@ class OrtBackend(Backend):
         self.name, self.session, self.device = name, session, device
         self.num_classes = int(session.get_outputs()[0].shape[1])
 
+    def host_threads(self) -> int | None:
+        return self.session.get_session_options().intra_op_num_threads if self.device.type == "cpu" else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()
         if self.device.type == "cpu":
@@ -240,6 +293,65 @@ def ort_backend(path: str | Path, device: torch.device | str = "cpu", *, name: s
     session = ort_session(path, device, graph_optimization=graph_optimization, intra_op_threads=intra_op_threads,
                           inter_op_threads=inter_op_threads)
     return OrtBackend(name or f"onnxruntime-{device.type}", session, device)
+
+
+# --- OpenVINO -------------------------------------------------------------------------------------------------
+
+def _openvino():
+    """The openvino module; BackendUnavailable with the reason when it cannot be imported."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise BackendUnavailable(f"OpenVINO is not importable here ({e}; pip install openvino)") from None
+    return openvino
+
+
+def openvino_config(precision: str, threads: int) -> dict[str, Any]:
+    """compile_model's CPU configuration: the precision's inference precision hint (set explicitly: OpenVINO's
+    default on a CPU with bf16 is bf16), the latency hint and threads host threads."""
+    if precision not in OPENVINO_PRECISIONS:
+        raise UserError(f"OpenVINO backends run in {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}")
+    return {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
+            "PERFORMANCE_HINT": OPENVINO_PERFORMANCE_HINT, "INFERENCE_NUM_THREADS": threads}
+
+
+def _check_openvino_precision(core: Any, compiled: Any, precision: str) -> None:
+    """BackendUnavailable when this CPU cannot run the precision (OpenVINO would silently fall back to f32)."""
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    needed = {"bf16": "BF16", "int8": "INT8"}.get(precision)
+    if needed and needed not in capabilities:
+        raise BackendUnavailable(f"this CPU has no {needed} support in OpenVINO (capabilities: "
+                                 f"{', '.join(capabilities)})")
+    used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    if used != OPENVINO_PRECISIONS[precision]:
+        raise BackendUnavailable(f"OpenVINO compiled the {precision} model in {used} on this CPU")
+
+
+class OpenVinoBackend(Backend):
+    """An OpenVINO model compiled for the CPU, run through one reused infer request (one call at a time); the input
+    is shared with OpenVINO, the output copied (OpenVINO reuses its buffers)."""
+
+    def __init__(self, name: str, compiled: Any) -> None:
+        self.name, self.compiled, self.device = name, compiled, torch.device("cpu")
+        self.request = compiled.create_infer_request()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.request.infer({0: x.contiguous().numpy()}, share_inputs=True)
+        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+
+    def host_threads(self) -> int:
+        return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+
+def openvino_backend(path: str | Path, precision: str = "fp32") -> OpenVinoBackend:
+    """openvino-<precision>: an ONNX file (the fp32 one, or the QDQ INT8 one for precision int8) read and compiled
+    by OpenVINO for the CPU with as many threads as torch uses (like compared with like)."""
+    ov = _openvino()
+    config = openvino_config(precision, torch.get_num_threads())
+    core = ov.Core()
+    compiled = _loaded(path, lambda p: core.compile_model(core.read_model(p), "CPU", config))
+    _check_openvino_precision(core, compiled, precision)
+    return OpenVinoBackend(f"openvino-{precision}", compiled)
 
 
 # --- the registry ---------------------------------------------------------------------------------------------
@@ -268,6 +380,30 @@ def _ort_spec(name: str, kind: str, device: str, precision: str) -> BackendSpec:
         exports / FILES[kind], device, name=name, intra_op_threads=_cpu_threads(device)))
 
 
+def _openvino_spec(precision: str) -> BackendSpec:
+    kind = INT8 if precision == "int8" else ONNX
+    return BackendSpec(f"openvino-{precision}", "cpu", precision, artifact=kind,
+                       build=lambda model, exports: openvino_backend(exports / FILES[kind], precision))
+
+
+def _optional_artifact(exports: Path, kind: str) -> Path:
+    """The path of an OPTIONAL artifact; BackendUnavailable when the export did not write it."""
+    path = exports / FILES[kind]
+    if not path.is_file():
+        raise BackendUnavailable(f"{exports} has no {FILES[kind]}: it is written only by an export on a machine "
+                                 f"with a CUDA GPU (`python -m alexnet_perf.export` there)")
+    return path
+
+
+def _aoti_spec(kind: str, device: str) -> BackendSpec:
+    """The AOTInductor package for device; the optional one is checked for after the device is."""
+    def build(model: nn.Module, exports: Path) -> Backend:
+        where = _device(device)  # no GPU is the reason to give, before a missing optional file
+        return aoti_backend(_optional_artifact(exports, kind) if kind in OPTIONAL else exports / FILES[kind], where)
+
+    return BackendSpec(kind, device, "fp32", build, artifact=kind)
+
+
 def _torch_specs(device: str) -> list[BackendSpec]:
     """PyTorch on device: eager fp32 (parity's reference), eager and compiled bf16 + channels-last, and on a GPU
     the compiled one again with CUDA graphs."""
@@ -291,9 +427,12 @@ BACKENDS: tuple[BackendSpec, ...] = (
                 artifact=TORCHSCRIPT),
     BackendSpec("torch.export", "cpu", "fp32", lambda m, e: exported_program_backend(e / FILES[EXPORTED_PROGRAM]),
                 artifact=EXPORTED_PROGRAM),
+    _aoti_spec(AOTI_CPU, "cpu"),
     _ort_spec("onnxruntime-cpu", ONNX, "cpu", "fp32"),
     _ort_spec("onnxruntime-int8", INT8, "cpu", "int8"),
+    *(_openvino_spec(precision) for precision in ("fp32", "bf16", "int8")),
     *_torch_specs("cuda"),
+    _aoti_spec(AOTI_CUDA, "cuda"),
     _ort_spec("onnxruntime-cuda", ONNX, "cuda", "fp32"),
 )
 # Per device type, PyTorch eager fp32: the benchmarks' speed-up baseline, and on the CPU parity's reference.

@@ -1,20 +1,23 @@
-"""`python -m alexnet_perf.export`: write the checkpoint's network as TorchScript, ONNX (fp32 and static INT8) and a
-torch.export program (the artifact set of artifacts.py), then, from the command line, prove with parity.py that each
-computes what the checkpoint computes.
+"""`python -m alexnet_perf.export`: write the checkpoint's network as TorchScript, ONNX (fp32 and static INT8), a
+torch.export program and that program compiled ahead of time by AOTInductor for the CPU (and for CUDA where a GPU is
+available) (the artifact set of artifacts.py), then, from the command line, prove with parity.py that each computes
+what the checkpoint computes.
 
 Every artifact takes the same input: float32 (N, 3, 32, 32) RGB, pixels scaled by 1/255 then standardised with
 data.MEAN/STD per channel. The preprocessing is not part of any graph; it is recorded in each file's metadata and
 documented in exports/README.md. The set changes as a whole: it is written into a staging folder inside --out and
-only moved into place once all four files are there, so a failed or interrupted export leaves the previous set
-(and parity's report on it) as it was.
+only moved into place once every file is there, so a failed or interrupted export leaves the previous set (and
+parity's report on it) as it was.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +27,9 @@ import torch
 from torch import nn
 
 from . import cli
-from .artifacts import (EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, METADATA_FILE, ONNX, OUTPUT_NAME,
-                        PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths, torchscript_deprecation_silenced)
+from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, METADATA_FILE,
+                        ONNX, OPTIONAL, OUTPUT_NAME, PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths,
+                        torchscript_deprecation_silenced)
 from .atomic import check_writable_dir, write_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import CLASSES, DATA_DIR_HELP, load_cifar10, normalize, preprocessing
@@ -45,8 +49,9 @@ class ExportConfig:
                                             "images, parity its test images")
     download: bool = cli.option(False, "download CIFAR-10 if it is missing")
     calibration_images: int = cli.option(512, "training images (a seeded random sample, never test images) the "
-                                              "INT8 model's activation ranges are calibrated on")
-    seed: int = cli.option(0, "seed of the calibration sample")
+                                              "INT8 model's activation ranges are calibrated on", at_least=1,
+                                          at_most=50_000)
+    seed: int = cli.option(0, "seed of the calibration sample", at_least=0)
     parity: bool = cli.option(True, "run parity on the artifacts afterwards (exit status 1 if one is out of "
                                     "tolerance)")
 
@@ -82,10 +87,45 @@ def export_torchscript(model: nn.Module, path: Path, meta: dict[str, str]) -> No
         write_atomic(path, lambda f: torch.jit.save(frozen, f, _extra_files={METADATA_FILE: json.dumps(meta)}))
 
 
+def exported_program(model: nn.Module, device: str = "cpu") -> torch.export.ExportedProgram:
+    """model (left as it is) exported by torch.export on device, with a dynamic batch axis."""
+    if device != "cpu":
+        model = copy.deepcopy(model).to(device)
+    return torch.export.export(model, (_example().to(device),), dynamic_shapes=_batch_dim())
+
+
 def export_program(model: nn.Module, path: Path, meta: dict[str, str]) -> None:
     """torch.export program with a dynamic batch axis (TorchScript's successor); loads with torch.export.load."""
-    program = torch.export.export(model, (_example(),), dynamic_shapes=_batch_dim())
+    program = exported_program(model)
     write_atomic(path, lambda f: torch.export.save(program, f, extra_files={METADATA_FILE: json.dumps(meta)}))
+
+
+def aoti_devices() -> dict[str, str]:
+    """The AOTInductor artifacts this machine can compile, by kind: the CPU one, and the CUDA one on a GPU."""
+    return {AOTI_CPU: "cpu", **({AOTI_CUDA: "cuda"} if torch.cuda.is_available() else {})}
+
+
+def add_archive_metadata(package: Path, meta: dict[str, str]) -> None:
+    """Append meta as <root>/extra/METADATA_FILE to a PT2 archive, where the TorchScript and torch.export archives
+    keep it too, so that it is read from the zip without loading the compiled code."""
+    with zipfile.ZipFile(package, "a") as archive:
+        root = archive.namelist()[0].split("/")[0]
+        archive.writestr(f"{root}/extra/{METADATA_FILE}", json.dumps(meta))
+
+
+def export_aoti(model: nn.Module, path: Path, meta: dict[str, str], device: str) -> None:
+    """The torch.export program compiled ahead of time by AOTInductor for device, weights frozen into the compiled
+    graph, dynamic batch axis; loads with torch._inductor.aoti_load_package. meta goes into the compiled model
+    (its get_metadata()) and into the archive (read_metadata)."""
+    from torch._inductor import aoti_compile_and_package
+
+    program = exported_program(model, device)
+    with tempfile.TemporaryDirectory(prefix=".aoti-", dir=path.parent) as tmp:
+        package = Path(tmp) / path.name  # the archive's root folder is named after the file
+        aoti_compile_and_package(program, package_path=str(package),
+                                 inductor_configs={"freezing": True, "aot_inductor.metadata": meta})
+        add_archive_metadata(package, meta)
+        os.replace(package, path)
 
 
 def _save_onnx(proto, path: Path, meta: dict[str, str]) -> None:
@@ -146,8 +186,9 @@ def export_int8(onnx_path: Path, path: Path, images: np.ndarray, meta: dict[str,
 
 
 def run_export(cfg: ExportConfig) -> dict[str, Path]:
-    """Write the four artifacts into cfg.out; returns their paths by kind. An unusable --out is refused before any
+    """Write the artifact set into cfg.out; returns their paths by kind. An unusable --out is refused before any
     work."""
+    cli.validate(cfg)  # Python callers get the CLI's range checks too
     out = Path(cfg.out)
     check_writable_dir(out, "--out")
     model, ckpt = load_model(cfg.checkpoint)
@@ -157,25 +198,34 @@ def run_export(cfg: ExportConfig) -> dict[str, Path]:
 
 
 def write_set(model: nn.Module, folder: Path, calibration: np.ndarray, meta: dict[str, str]) -> None:
-    """Write the four artifacts of model into folder (INT8 calibrated on `calibration`)."""
+    """Write the artifacts of model into folder (INT8 calibrated on `calibration`; the CUDA AOTInductor package
+    only where a GPU is available)."""
     paths = artifact_paths(folder)
     export_torchscript(model, paths[TORCHSCRIPT], meta)
     export_onnx(model, paths[ONNX], meta)
     export_int8(paths[ONNX], paths[INT8], calibration, meta)
     export_program(model, paths[EXPORTED_PROGRAM], meta)
+    for kind, device in aoti_devices().items():
+        export_aoti(model, paths[kind], meta, device)
 
 
 def install_set(staging: Path, out: Path) -> dict[str, Path]:
-    """Move the staged set into out, over the previous one; their paths by kind.
+    """Move the staged set into out, over the previous one; their paths by kind. An optional artifact the new set
+    lacks is removed from out, so that no file of the previous set stays beside the new one.
 
     Parity's report on the previous set goes first, so that it never describes other files than those on disk;
     the moves are renames within one folder, and a set left mixed by an interruption between them is reported by
     parity as artifacts of different checkpoints."""
     for name in PARITY_FILES:
         (out / name).unlink(missing_ok=True)
-    paths = artifact_paths(out)
-    for kind, path in paths.items():
-        os.replace(staging / FILES[kind], path)
+    paths = {}
+    for kind, path in artifact_paths(out).items():
+        staged = staging / FILES[kind]
+        if kind in OPTIONAL and not staged.is_file():
+            path.unlink(missing_ok=True)
+            continue
+        os.replace(staged, path)
+        paths[kind] = path
     return paths
 
 
@@ -205,5 +255,6 @@ def main(cfg: ExportConfig) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(cli.run(ExportConfig, main, PROG,
-                             "Export a checkpoint as TorchScript, ONNX, INT8 ONNX and a torch.export program, then "
-                             "check every artifact against it (exports/PARITY.md, exports/parity.json)."))
+                             "Export a checkpoint as TorchScript, ONNX, INT8 ONNX, a torch.export program and its "
+                             "AOTInductor compilation, then check every artifact against it (exports/PARITY.md, "
+                             "exports/parity.json)."))

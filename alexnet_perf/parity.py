@@ -1,15 +1,16 @@
 """`python -m alexnet_perf.parity`: does every backend compute what the checkpoint computes?
 
 Every backend of the registry (backends.BACKENDS: PyTorch eager and compiled, fp32 and bf16 + channels-last, the
-four exported artifacts under TorchScript, torch.export and ONNX Runtime CPU, CUDA and INT8, and the GPU variants,
-skipped with the reason where they cannot run) gets the same inputs: the CIFAR-10 test split and 256 images of
-uniformly random pixels, both normalised once on the CPU, at batch sizes 1 and 256. The reference is PyTorch eager
-fp32 on the CPU at batch size 256. Each artifact must first record the reference checkpoint's sha256 as its source;
-then fp32 backends must agree with the reference within an absolute tolerance on every logit and on every top-1
-class, and reduced-precision ones (bf16, int8) must keep the test accuracy within a few tenths of a percentage point
-and predict the reference's class on nearly every test image. Anything out of tolerance, and any artifact that
-cannot be read, is a failed row and makes the command exit with status 1. The report (ParityReport) is written as
-parity.json, which report.py reads back, and as PARITY.md.
+exported artifacts under TorchScript (optimised for inference), torch.export, AOTInductor, ONNX Runtime CPU, CUDA
+and INT8, and OpenVINO fp32, bf16 and INT8, and the GPU variants, skipped with the reason where they cannot run)
+gets the same inputs: the CIFAR-10 test split and 256 images of uniformly random pixels, both normalised once on the
+CPU, at batch sizes 1 and 256. The reference is PyTorch eager fp32 on the CPU at batch size 256. Each artifact must
+first record the reference checkpoint's sha256 as its source; then fp32 backends must agree with the reference
+within an absolute tolerance on every logit and on every top-1 class, and reduced-precision ones (bf16, int8) must
+keep the test accuracy within a few tenths of a percentage point and predict the reference's class on nearly every
+test image. Anything out of tolerance, and any artifact that cannot be read, is a failed row and makes the command
+exit with status 1. The report (ParityReport) is written as parity.json, which report.py reads back, and as
+PARITY.md.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from . import cli
-from .artifacts import FILES, check_artifact_set, read_source_sha256
+from .artifacts import FILES, OPTIONAL, check_artifact_set, read_source_sha256
 from .atomic import check_writable_dir, write_text_atomic
 from .backends import REFERENCE, Backend, BackendSpec, BackendUnavailable, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
@@ -48,14 +49,18 @@ class ParityConfig:
     data_dir: str | None = cli.option(None, DATA_DIR_HELP)
     download: bool = cli.option(False, "download CIFAR-10 if it is missing")
     batch1_images: int = cli.option(10_000, "test images also fed one at a time (the first N; the default is the "
-                                            "whole split)")
-    random_inputs: int = cli.option(256, "images of uniformly random pixels fed at every batch size")
-    atol: float = cli.option(1e-4, "largest absolute logit difference allowed for fp32 backends")
+                                            "whole split)", at_least=1, at_most=10_000)
+    random_inputs: int = cli.option(256, "images of uniformly random pixels fed at every batch size",
+                                     at_least=1)
+    atol: float = cli.option(1e-4, "largest absolute logit difference allowed for fp32 backends",
+                              at_least=0)
     accuracy_tolerance_pp: float = cli.option(0.5, "largest test-accuracy difference from the reference allowed for "
-                                                   "reduced-precision backends (bf16, int8), in percentage points")
+                                                   "reduced-precision backends (bf16, int8), in percentage points",
+                                              at_least=0, at_most=100)
     min_agreement_pct: float = cli.option(97.0, "smallest share of test images on which a reduced-precision backend "
                                                 "(bf16, int8) must predict the reference's class, in percent: a model "
-                                                "computing something else can keep the accuracy, not the predictions")
+                                                "computing something else can keep the accuracy, not the predictions",
+                                          at_least=0, at_most=100)
 
 
 @dataclass(frozen=True)
@@ -209,19 +214,30 @@ def verdict(precision: str, test: OnTestImages, random: OnRandomImages, cfg: Par
     return failures
 
 
+def openvino_version() -> str:
+    """OpenVINO's version, or why there is none (its backends are then skipped)."""
+    try:
+        import openvino
+    except ImportError:
+        return "not installed"
+    return openvino.__version__
+
+
 def versions() -> dict[str, str]:
     import onnx
     import onnxruntime
     import onnxscript
 
     return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
-            "onnx": onnx.__version__, "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}
+            "onnx": onnx.__version__, "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino_version()}
 
 
 def source_mismatch(spec: BackendSpec, exports: Path, checkpoint: str, sha256: str) -> str | None:
-    """Why spec's artifact does not come from the checkpoint (None: it does, or spec loads no artifact); a damaged
-    file is a UserError."""
-    if spec.artifact is None:
+    """Why spec's artifact does not come from the checkpoint (None: it does, spec loads no artifact, or its
+    optional artifact was not exported, which building the backend reports as a skip); a damaged file is a
+    UserError."""
+    if spec.artifact is None or (spec.artifact in OPTIONAL and not (exports / FILES[spec.artifact]).is_file()):
         return None
     recorded = read_source_sha256(exports / FILES[spec.artifact])
     if recorded == sha256:
@@ -284,9 +300,7 @@ def check_backend(spec: BackendSpec, model: torch.nn.Module, cfg: ParityConfig, 
 def run_parity(cfg: ParityConfig, command: str) -> ParityReport:
     """Check every backend of the registry against the reference; missing files or an unwritable exports folder
     are refused before any work."""
-    if cfg.batch1_images < 1 or cfg.random_inputs < 1:
-        raise UserError(f"--batch1-images and --random-inputs must be at least 1, got {cfg.batch1_images} and "
-                        f"{cfg.random_inputs}")
+    cli.validate(cfg)  # Python callers get the CLI's range checks too
     check_artifact_set(cfg.exports)
     check_writable_dir(cfg.exports, "--exports")
     model, _ = load_model(cfg.checkpoint)

@@ -42,7 +42,7 @@ class TimedArtifacts:
 
     folder: str
     source: str  # "exports", or "random-init" for a temporary export of a randomly initialised network
-    checkpoint_sha256: str | None  # of the checkpoint all four files were exported from (None: random or mixed)
+    checkpoint_sha256: str | None  # of the checkpoint every artifact was exported from (None: random or mixed)
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:

@@ -1,12 +1,12 @@
 """What the benchmark suite shares: the artifacts, the network, the inputs, the measuring, and the JSON's context.
 
 Run it as `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` (plain `python -m pytest` collects tests/
-only). Every case warms up explicitly (compilation, cuDNN autotuning and ONNX Runtime's first run stay out of the
-timings), then runs pedantic rounds sized from the warm call and pytest-benchmark's own --benchmark-max-time and
---benchmark-min-rounds. Each case's extra_info is an alexnet_perf.results.CaseInfo, which the report reads back: it
-carries the figure users ask for, ms per sample and samples per second (from the median round). The JSON also
-records the command, the artifacts used (a results.TimedArtifacts) and the reason of every skipped case.
-`--exports DIR` picks the artifact set to time (default: the repository's exports/).
+only). Every case warms up explicitly (compilation, cuDNN autotuning, ONNX Runtime's and OpenVINO's first run stay
+out of the timings), then runs pedantic rounds sized from the warm call and pytest-benchmark's own
+--benchmark-max-time and --benchmark-min-rounds. Each case's extra_info is an alexnet_perf.results.CaseInfo, which
+the report reads back: it carries the figure users ask for, ms per sample and samples per second (from the median
+round). The JSON also records the command, the artifacts used (a results.TimedArtifacts) and the reason of every
+skipped case. `--exports DIR` picks the artifact set to time (default: the repository's exports/).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_perf.artifacts import ArtifactMetadata, artifact_paths, read_source_sha256
+from alexnet_perf.artifacts import ArtifactMetadata, missing_artifacts, present_artifacts, read_source_sha256
 from alexnet_perf.data import CLASSES, normalize, preprocessing
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
@@ -48,7 +48,7 @@ def random_batch(batch_size: int, device: torch.device) -> torch.Tensor:
 
 
 def export_random_network(model: torch.nn.Module, folder: Path) -> None:
-    """Write the four artifacts of model into folder with export.py's own exporters."""
+    """Write the artifact set of model into folder with export.py's own exporters."""
     from alexnet_perf.export import calibration_images, export_all, exporter_versions
 
     meta = ArtifactMetadata(classes=list(CLASSES), preprocessing=preprocessing(),
@@ -71,10 +71,10 @@ def flops_per_sample() -> dict[str, float]:
 
 
 def set_source(folder: Path) -> str | None:
-    """The checkpoint sha256 all four artifacts in folder record as their source (None: they disagree, or one is
+    """The checkpoint sha256 all the artifacts in folder record as their source (None: they disagree, or one is
     unreadable: the report then shows no parity accuracy for them)."""
     try:
-        recorded = {read_source_sha256(path) for path in artifact_paths(folder).values()}
+        recorded = {read_source_sha256(path) for path in present_artifacts(folder).values()}
     except UserError:
         return None
     return recorded.pop() if len(recorded) == 1 and "" not in recorded else None
@@ -102,10 +102,10 @@ def make_batch() -> Callable[[int, torch.device], torch.Tensor]:
 @pytest.fixture(scope="session")
 def artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
               model: AlexNetCifar) -> TimedArtifacts:
-    """--exports when it holds all four files, else a one-off export of the random network into a temporary folder.
-    Requested only by the cases that load an artifact."""
+    """--exports when it holds every required file, else a one-off export of the random network into a temporary
+    folder. Requested only by the cases that load an artifact."""
     exports = Path(request.config.getoption("exports"))
-    if all(path.is_file() for path in artifact_paths(exports).values()):
+    if not missing_artifacts(exports):
         found = TimedArtifacts(str(exports), "exports", set_source(exports))
     else:
         folder = tmp_path_factory.mktemp("exports")
@@ -170,6 +170,8 @@ class SuiteRecorder:
                                  "reason": str(report.longrepr[2]).removeprefix("Skipped: ")})
 
     def pytest_benchmark_update_machine_info(self, config: pytest.Config, machine_info: dict) -> None:
+        from alexnet_perf.parity import openvino_version
+
         try:
             import onnxruntime
 
@@ -178,7 +180,8 @@ class SuiteRecorder:
             ort_version = "not installed"
         machine_info["description"] = machine_description()
         machine_info["versions"] = {"python": platform.python_version(), "torch": str(torch.__version__),
-                                    "onnxruntime": ort_version, "numpy": np.__version__}
+                                    "onnxruntime": ort_version, "openvino": openvino_version(),
+                                    "numpy": np.__version__}
         machine_info["torch_threads"] = torch.get_num_threads()
 
     def pytest_benchmark_update_json(self, config: pytest.Config, benchmarks: list, output_json: dict) -> None:

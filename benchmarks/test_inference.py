@@ -2,10 +2,10 @@
 in extra_info.
 
 The cases are alexnet_perf.backends' registry (backend_specs), the same backends parity checks, each built by
-create_backend with its defaults (which the tuning kept: benchmarks/RESULTS.md, "Tuning notes"; ONNX Runtime on the
-CPU gets as many intra-op threads as torch uses) and fed a normalised float32 NCHW batch already on its device; a
-timed call ends when the logits are ready (CUDA calls synchronise). Cases that cannot run here (no GPU, no CUDA
-provider) are skipped with the backend's own reason.
+create_backend with its defaults (which the tuning kept: benchmarks/RESULTS.md, "Tuning notes"; ONNX Runtime and
+OpenVINO on the CPU get as many threads as torch uses) and fed a normalised float32 NCHW batch already on its
+device; a timed call ends when the logits are ready (CUDA calls synchronise). Cases that cannot run here (no GPU, no CUDA
+provider, no AOTInductor package for CUDA in the set, no OpenVINO) are skipped with the backend's own reason.
 """
 
 from __future__ import annotations
@@ -16,19 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_perf.backends import REFERENCE, Backend, BackendSpec, BackendUnavailable, backend_specs, create_backend
+from alexnet_perf.backends import REFERENCE, BackendSpec, BackendUnavailable, backend_specs, create_backend
 from alexnet_perf.runtime import synchronize
 
 BATCH_SIZES = (1, 128, 1024)
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}  # as torch names them
-
-
-def _threads(backend: Backend) -> int | None:
-    """Host threads doing the work on a CPU backend (None on a GPU)."""
-    if backend.device.type != "cpu":
-        return None
-    session = getattr(backend, "session", None)
-    return session.get_session_options().intra_op_num_threads if session is not None else torch.get_num_threads()
 
 
 def _exports(spec: BackendSpec, request: pytest.FixtureRequest) -> Path:
@@ -53,4 +45,4 @@ def test_inference(measure, make_batch, request: pytest.FixtureRequest, model: n
         synchronize(backend.device)
 
     measure(run, kind="inference", batch_size=batch_size, backend=spec.name, device=backend.device,
-            dtype=DTYPES[spec.precision], threads=_threads(backend), reference=spec.name == REFERENCE[spec.device])
+            dtype=DTYPES[spec.precision], threads=backend.host_threads(), reference=spec.name == REFERENCE[spec.device])

@@ -1,13 +1,18 @@
 """Inference backends: one registry of named backends, one calling convention, inputs checked with a message naming
 the expected input, damaged files refused by name, ONNX Runtime's CUDA provider either really used or reported
-unavailable."""
+unavailable, OpenVINO in the precision asked for, fp32 on GPUs without TF32, optional artifacts and missing runtimes
+reported unavailable."""
+
+import shutil
+import sys
 
 import pytest
 import torch
 
-from alexnet_perf.artifacts import FILES
-from alexnet_perf.backends import (BackendUnavailable, backend_specs, create_backend, eager_backend,
-                                   exported_program_backend, ort_backend, ort_session, torchscript_backend)
+from alexnet_perf.artifacts import AOTI_CUDA, FILES
+from alexnet_perf.backends import (BackendUnavailable, TorchBackend, aoti_backend, backend_specs, create_backend,
+                                   eager_backend, exact_fp32, exported_program_backend, openvino_backend,
+                                   ort_backend, ort_session, torchscript_backend)
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.errors import UserError
 
@@ -19,12 +24,14 @@ def _x(n: int = 4) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def backends(exported):
     model, _ = load_model(exported.checkpoint)
-    names = {"eager": "eager-fp32", "torchscript": "torchscript", "torch.export": "torch.export",
-             "onnxruntime": "onnxruntime-cpu", "int8": "onnxruntime-int8"}
+    names = {"eager": "eager-fp32", "torchscript": "torchscript", "torch.export": "torch.export", "aoti": "aoti-cpu",
+             "onnxruntime": "onnxruntime-cpu", "int8": "onnxruntime-int8", "openvino": "openvino-fp32",
+             "openvino-int8": "openvino-int8"}
     return {kind: create_backend(name, model, exported.out) for kind, name in names.items()}
 
 
-@pytest.mark.parametrize("kind", ["eager", "torchscript", "torch.export", "onnxruntime", "int8"])
+@pytest.mark.parametrize("kind", ["eager", "torchscript", "torch.export", "aoti", "onnxruntime", "int8", "openvino",
+                                  "openvino-int8"])
 @pytest.mark.parametrize("bad, got", [
     (_x().double(), "got float64 of shape (4, 3, 32, 32)"),
     (_x().to(torch.uint8), "got uint8 of shape (4, 3, 32, 32)"),
@@ -42,7 +49,7 @@ def test_wrong_input_is_refused_naming_the_expected_input(backends, kind, bad, g
     assert "normalize" in message
 
 
-@pytest.mark.parametrize("kind", ["torchscript", "torch.export", "onnxruntime"])
+@pytest.mark.parametrize("kind", ["torchscript", "torch.export", "aoti", "onnxruntime", "openvino"])
 def test_fp32_backends_return_float32_logits_matching_eager(backends, kind):
     x = _x(5)
     out = backends[kind](x)
@@ -95,7 +102,8 @@ def test_unknown_backend_name_is_a_user_error_naming_the_choices(exported):
         create_backend("onnx", model, exported.out)
 
 
-@pytest.mark.parametrize("name", ["torchscript", "torch.export", "onnxruntime-cpu", "onnxruntime-int8"])
+@pytest.mark.parametrize("name", ["torchscript", "torch.export", "aoti-cpu", "onnxruntime-cpu", "onnxruntime-int8",
+                                  "openvino-fp32", "openvino-int8"])
 def test_damaged_artifact_is_a_user_error_naming_the_file(exported, tmp_path, name):
     model, _ = load_model(exported.checkpoint)
     spec = next(s for s in backend_specs() if s.name == name)
@@ -105,7 +113,7 @@ def test_damaged_artifact_is_a_user_error_naming_the_file(exported, tmp_path, na
 
 
 def test_missing_exported_file_says_how_to_make_it(tmp_path):
-    for make in (torchscript_backend, exported_program_backend, ort_backend):
+    for make in (torchscript_backend, exported_program_backend, aoti_backend, ort_backend, openvino_backend):
         with pytest.raises(UserError, match="exported model not found: .*python -m alexnet_perf.export"):
             make(tmp_path / "none")
 
@@ -123,6 +131,92 @@ def test_ort_cuda_backend_runs_on_the_gpu_through_iobinding(exported, backends):
     except BackendUnavailable as e:
         pytest.skip(str(e))
     assert backend.session.get_providers()[0] == "CUDAExecutionProvider"
+    x = _x(7)
+    out = backend(x.cuda())
+    assert out.device.type == "cuda" and out.dtype == torch.float32
+    torch.testing.assert_close(out.cpu(), backends["eager"](x), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "torch.export", "aoti", "onnxruntime", "openvino"])
+@pytest.mark.parametrize("layout", ["channels-last", "strided"])
+def test_fp32_backends_read_any_memory_layout_as_eager_does(backends, kind, layout):
+    x = _x(4).contiguous(memory_format=torch.channels_last) if layout == "channels-last" else \
+        torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))[:, :, ::2, ::2]
+    torch.testing.assert_close(backends[kind](x), backends["eager"](x.contiguous()), rtol=0, atol=1e-4)
+
+
+def test_torchscript_backend_runs_the_module_optimised_for_inference(backends):
+    kinds = {node.kind() for node in backends["torchscript"].module.graph.nodes()}
+    assert "prim::mkldnn_convolution" in kinds and "aten::_convolution" not in kinds
+
+
+def _openvino_properties(backend) -> dict[str, str]:
+    compiled = backend.compiled
+    return {"precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+            "hint": str(compiled.get_property("PERFORMANCE_HINT")),
+            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
+
+
+@pytest.mark.parametrize("kind, precision", [("openvino", "f32"), ("openvino-int8", "f32")])
+def test_openvino_backends_force_f32_with_the_latency_hint_and_torchs_threads(backends, kind, precision):
+    assert _openvino_properties(backends[kind]) == {"precision": precision, "hint": "LATENCY",
+                                                    "threads": torch.get_num_threads()}
+    assert backends[kind].host_threads() == torch.get_num_threads()
+
+
+def test_openvino_bf16_backend_computes_in_bf16_close_to_fp32(exported, backends):
+    try:
+        backend = create_backend("openvino-bf16", None, exported.out)
+    except BackendUnavailable as e:
+        pytest.skip(str(e))
+    assert _openvino_properties(backend)["precision"] == "bf16"
+    x = _x(8)
+    assert 0 < (backend(x) - backends["openvino"](x)).abs().max() < 0.25
+
+
+@pytest.mark.parametrize("kind", ["openvino", "openvino-int8"])
+def test_openvino_logits_are_not_overwritten_by_the_next_call(backends, kind):
+    first_x, second_x = _x(3), _x(5)[:3]
+    first = backends[kind](first_x)
+    kept = first.clone()
+    backends[kind](second_x)
+    assert torch.equal(first, kept) and not torch.equal(first, backends[kind](second_x))
+
+
+def test_openvino_backend_is_unavailable_when_openvino_cannot_be_imported(exported, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(BackendUnavailable, match="OpenVINO is not importable here"):
+        create_backend("openvino-fp32", None, exported.out)
+
+
+def test_fp32_torch_backend_on_a_gpu_runs_without_tf32_and_restores_the_settings(monkeypatch):
+    seen = []
+
+    def module(x: torch.Tensor) -> torch.Tensor:
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return x.flatten(1)[:, :10]
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    TorchBackend("eager-fp32-cuda", module, torch.device("cuda")).forward(_x(1))
+    TorchBackend("eager-bf16-cuda", module, torch.device("cpu"), torch.bfloat16).forward(_x(1))
+    with exact_fp32(torch.device("cpu")):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+    assert seen == [(False, False), (True, True), (True, True)]
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+
+
+def test_a_set_without_the_cuda_aoti_package_makes_that_backend_unavailable(exported, tmp_path):
+    exports = shutil.copytree(exported.out, tmp_path / "exports")
+    (exports / FILES[AOTI_CUDA]).unlink(missing_ok=True)
+    reason = "written only by an export on a machine with a CUDA GPU" if torch.cuda.is_available() else "no CUDA GPU"
+    with pytest.raises(BackendUnavailable, match=reason):
+        create_backend("aoti-cuda", None, exports)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_aoti_cuda_backend_matches_eager_on_the_gpu(exported, backends):
+    backend = create_backend("aoti-cuda", None, exported.out)
     x = _x(7)
     out = backend(x.cuda())
     assert out.device.type == "cuda" and out.dtype == torch.float32

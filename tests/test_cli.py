@@ -1,28 +1,60 @@
-"""Every command: --help explains, a bad argument or a user mistake is one line on stderr, never a traceback."""
+"""Every command: --help lists every option with its default, a bad or out-of-range argument is one line on stderr
+with exit status 2 before any work, and user mistakes never end in a traceback."""
 
+import dataclasses
+import importlib
 import subprocess
 import sys
 
 import pytest
 
-COMMANDS = ["alexnet_perf.train", "alexnet_perf.evaluate", "alexnet_perf.export", "alexnet_perf.parity"]
-INT_OPTION = {"alexnet_perf.train": "--batch-size", "alexnet_perf.evaluate": "--batch-size",
-              "alexnet_perf.export": "--calibration-images", "alexnet_perf.parity": "--batch1-images"}
+from alexnet_perf import cli
+
+# module: (configuration class, an option given a value outside its range)
+COMMANDS = {
+    "alexnet_perf.train": ("TrainConfig", ["--lr", "-1"]),
+    "alexnet_perf.evaluate": ("EvalConfig", ["--batch-size", "0"]),
+    "alexnet_perf.export": ("ExportConfig", ["--calibration-images", "0"]),
+    "alexnet_perf.parity": ("ParityConfig", ["--atol", "-1"]),
+    "alexnet_perf.report": ("ReportConfig", []),
+    "alexnet_perf.predict": ("PredictConfig", []),
+}
 
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
+def config_class(module: str) -> type:
+    return getattr(importlib.import_module(module), COMMANDS[module][0])
+
+
 @pytest.mark.parametrize("module", COMMANDS)
-def test_help_explains_the_command(module):
+def test_help_lists_every_option_with_its_default(module):
     out = run(module, "--help")
-    assert out.returncode == 0 and "usage: python -m " + module in out.stdout and "--data-dir" in out.stdout
+    assert out.returncode == 0 and out.stdout.startswith(f"usage: python -m {module}")
+    help_text = " ".join(out.stdout.split())
+    defaults = config_class(module)()
+    for f in dataclasses.fields(defaults):
+        if f.metadata.get("positional"):
+            continue
+        assert cli.flag(f.name) in help_text, f.name
+        assert f"(default: {getattr(defaults, f.name)})" in help_text, f.name
 
 
-@pytest.mark.parametrize("module", COMMANDS)
-def test_bad_argument_is_a_usage_error(module):
-    out = run(module, INT_OPTION[module], "many")
+@pytest.mark.parametrize("module", [m for m, (_, bad) in COMMANDS.items() if bad])
+def test_an_out_of_range_option_is_refused_before_any_work(module, tmp_path):
+    flag, value = COMMANDS[module][1]
+    out = run(module, flag, value, "--data-dir", str(tmp_path / "no-data"), cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith(f"python -m {module}: error: {flag} must be ")
+    assert out.stderr.count("\n") == 1 and out.stdout == ""
+
+
+@pytest.mark.parametrize("module", ["alexnet_perf.train", "alexnet_perf.evaluate", "alexnet_perf.parity"])
+def test_a_malformed_number_is_a_usage_error(module):
+    flag = {"alexnet_perf.train": "--batch-size", "alexnet_perf.evaluate": "--batch-size",
+            "alexnet_perf.parity": "--batch1-images"}[module]
+    out = run(module, flag, "many")
     assert out.returncode == 2 and "invalid int value: 'many'" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -41,3 +73,10 @@ def test_evaluate_refuses_a_corrupt_checkpoint(tmp_path):
 def test_train_without_data_says_where_it_looked(tmp_path):
     out = run("alexnet_perf.train", "--data-dir", str(tmp_path / "void"), "--epochs", "1", cwd=tmp_path)
     assert out.returncode == 2 and "CIFAR-10 not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_offline_download_fails_in_one_line_naming_the_source(tmp_path):
+    out = run("alexnet_perf.train", "--data-dir", str(tmp_path / "void"), "--download", "--epochs", "1",
+              cwd=tmp_path)
+    assert out.returncode == 2 and "downloading https://" in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1

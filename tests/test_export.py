@@ -1,6 +1,7 @@
-"""Export: every artifact loads with plain torch / onnxruntime in a process that never imports alexnet_perf,
-computes what the checkpoint computes at any batch size, and carries its metadata; the set changes as a whole or not
-at all; bad checkpoints and unusable output folders are refused in one line before any work."""
+"""Export: every artifact loads with plain torch / onnxruntime / openvino in a process that never imports
+alexnet_perf, computes what the checkpoint computes at any batch size, and carries its metadata; the set changes as a
+whole or not at all, the CUDA AOTInductor package included only where a GPU is; bad checkpoints and unusable output
+folders are refused in one line before any work."""
 
 import json
 import os
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from alexnet_perf import export
-from alexnet_perf.artifacts import FILES, read_source_sha256
+from alexnet_perf.artifacts import AOTI_CUDA, FILES, OPTIONAL, read_source_sha256
 from alexnet_perf.checkpoint import load_model, save_atomic, sha256_file
 from alexnet_perf.data import CLASSES, MEAN, STD, load_cifar10, normalize
 from alexnet_perf.errors import UserError
@@ -24,25 +25,31 @@ from alexnet_perf.export import OPSET, ExportConfig, run_export
 # Runs in a fresh interpreter: loads each artifact as exports/README.md shows, without alexnet_perf.
 FRESH_PROCESS = r"""
 import json, sys
-import numpy as np, onnxruntime as ort, torch
+import numpy as np, onnxruntime as ort, openvino as ov, torch
+from torch._inductor import aoti_load_package
 
 out, inputs, results = sys.argv[1:4]
 x = np.load(inputs)
 ts_extra, pt2_extra = {"metadata.json": ""}, {"metadata.json": ""}
 torchscript = torch.jit.load(f"{out}/alexnet_cifar.ts.pt", _extra_files=ts_extra)
 program = torch.export.load(f"{out}/alexnet_cifar.pt2", extra_files=pt2_extra).module()
+aoti = aoti_load_package(f"{out}/alexnet_cifar.aoti-cpu.pt2")
 sessions = {kind: ort.InferenceSession(f"{out}/{name}", providers=["CPUExecutionProvider"])
             for kind, name in (("onnx", "alexnet_cifar.onnx"), ("int8", "alexnet_cifar.int8.onnx"))}
+core = ov.Core()
+openvino = core.compile_model(core.read_model(f"{out}/alexnet_cifar.onnx"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 logits = {}
 for n in (1, 7, 300):
     with torch.inference_mode():
         logits[f"torchscript-{n}"] = torchscript(torch.from_numpy(x[:n])).numpy()
         logits[f"torch.export-{n}"] = program(torch.from_numpy(x[:n])).numpy()
+        logits[f"aoti-{n}"] = aoti(torch.from_numpy(x[:n])).numpy()
     for kind, session in sessions.items():
         logits[f"{kind}-{n}"] = session.run(["logits"], {"input": x[:n]})[0]
+    logits[f"openvino-{n}"] = openvino({"input": x[:n]})["logits"]
 np.savez(results, **logits)
 metadata = {"torchscript": json.loads(ts_extra["metadata.json"]),
-            "torch.export": json.loads(pt2_extra["metadata.json"])}
+            "torch.export": json.loads(pt2_extra["metadata.json"]), "aoti": aoti.get_metadata()}
 metadata.update({kind: s.get_modelmeta().custom_metadata_map for kind, s in sessions.items()})
 print(json.dumps({"imported": sorted(m for m in sys.modules if m.split(".")[0] == "alexnet_perf"),
                   "metadata": metadata}))
@@ -66,7 +73,7 @@ def test_artifacts_reload_without_the_package_and_match_the_checkpoint_at_batch_
         reference = model(x).numpy()
     logits = np.load(tmp_path / "logits.npz")
     for n in (1, 7, 300):
-        for kind in ("torchscript", "torch.export", "onnx"):
+        for kind in ("torchscript", "torch.export", "aoti", "onnx", "openvino"):
             np.testing.assert_allclose(logits[f"{kind}-{n}"], reference[:n], rtol=0, atol=1e-4, err_msg=f"{kind}-{n}")
         assert logits[f"int8-{n}"].shape == (n, 10)
         np.testing.assert_array_equal(logits[f"int8-{n}"], logits["int8-300"][:n])
@@ -136,9 +143,16 @@ def test_export_cli_refuses_a_tampered_checkpoint_in_one_line(exported, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def _expected_kinds() -> set[str]:
+    """The artifact kinds an export on this machine writes: the CUDA AOTInductor package only where a GPU is."""
+    return set(FILES) - (set() if torch.cuda.is_available() else OPTIONAL)
+
+
 def test_every_artifact_records_its_source_checkpoint_readable_by_the_package(exported):
     sha = sha256_file(exported.checkpoint)
-    assert {kind: read_source_sha256(path) for kind, path in exported.paths.items()} == dict.fromkeys(FILES, sha)
+    assert set(exported.paths) == _expected_kinds()
+    assert {kind: read_source_sha256(path) for kind, path in exported.paths.items()} == dict.fromkeys(
+        exported.paths, sha)
 
 
 def test_export_functions_depend_on_neither_parity_nor_the_runtime_backends():
@@ -170,16 +184,22 @@ def test_interrupted_export_leaves_the_previous_set_and_its_parity_report_as_the
     assert _snapshot(out) == before  # no staging folder left either
 
 
-def test_completed_export_replaces_the_whole_set_and_drops_the_report_on_the_previous_one(exported, tmp_path):
+def test_completed_export_replaces_the_whole_set_and_drops_the_report_and_files_of_the_previous_one(
+        exported, tmp_path, monkeypatch):
     out = shutil.copytree(exported.out, tmp_path / "exports")
     (out / "PARITY.md").write_text("every backend passed\n")
     (out / "parity.json").write_text("{}\n")
+    if not torch.cuda.is_available():
+        (out / FILES[AOTI_CUDA]).write_bytes(b"a CUDA package of a previous export")
     before = _snapshot(out)
+    # the AOTInductor compilation (tens of seconds) is the fixture's: one per session
+    monkeypatch.setattr(export, "export_aoti", lambda model, path, meta, device: shutil.copy(
+        exported.out / path.name, path))
     cfg = ExportConfig(checkpoint=str(exported.checkpoint), out=str(out), data_dir=str(exported.data_dir),
                        calibration_images=64, seed=1, parity=False)
     paths = run_export(cfg)
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES.values())
-    assert {p.name for p in paths.values()} == set(FILES.values())
+    expected = {FILES[kind] for kind in _expected_kinds()}
+    assert {p.name for p in out.iterdir()} == expected and {p.name for p in paths.values()} == expected
     assert _snapshot(out)["alexnet_cifar.int8.onnx"] != before["alexnet_cifar.int8.onnx"]  # another calibration
 
 

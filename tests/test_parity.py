@@ -15,7 +15,7 @@ import torch
 from onnx import numpy_helper
 
 from alexnet_perf import parity
-from alexnet_perf.artifacts import FILES, INT8, SOURCE_SHA256_KEY
+from alexnet_perf.artifacts import AOTI_CUDA, FILES, INT8, SOURCE_SHA256_KEY
 from alexnet_perf.backends import backend_specs
 from alexnet_perf.errors import UserError
 from alexnet_perf.parity import ParityConfig, ParityReport
@@ -81,6 +81,7 @@ def test_parity_checks_every_backend_of_the_registry_at_batch_1_and_256(exported
         else:
             assert r["test"]["top1_agreement"] >= 0.97
     assert {r["precision"] for r in checked} == {"fp32", "bf16", "int8"}
+    assert {"aoti-cpu", "openvino-fp32", "openvino-bf16", "openvino-int8"} <= {r["backend"] for r in checked}
     assert report["tolerances"] == {"fp32_atol": 1e-4, "fp32_top1_agreement": 1.0, "accuracy_delta_pp": 0.5,
                                     "min_top1_agreement": 0.97}
     assert report["command"].startswith("python -m alexnet_perf.parity --checkpoint ")
@@ -141,7 +142,7 @@ def test_artifact_from_another_checkpoint_is_a_failed_row_naming_both(exported, 
     assert "parity failed for onnxruntime-int8" in err
 
 
-@pytest.mark.parametrize("name", ["torchscript", "torch.export", "onnxruntime-cpu"])
+@pytest.mark.parametrize("name", ["torchscript", "torch.export", "aoti-cpu", "onnxruntime-cpu", "openvino-fp32"])
 def test_damaged_artifact_is_a_failed_row_not_a_crash(exported, exports, capsys, monkeypatch, name):
     only(monkeypatch, "eager-fp32", name)
     spec = next(s for s in backend_specs() if s.name == name)
@@ -151,6 +152,17 @@ def test_damaged_artifact_is_a_failed_row_not_a_crash(exported, exports, capsys,
     (row,) = [r for r in report["results"] if r["backend"] == name]
     assert status == 1 and row["status"] == "fail" and "damaged" in row["failures"][0]
     assert FILES[spec.artifact] in row["failures"][0] and "**Result: FAILED**" in markdown
+
+
+def test_a_set_without_the_optional_cuda_package_passes_with_that_backend_skipped(exported, exports, capsys,
+                                                                                  monkeypatch):
+    only(monkeypatch, "eager-fp32", "aoti-cuda")
+    (exports / FILES[AOTI_CUDA]).unlink(missing_ok=True)
+    status, report, _, _ = run(exported, exports, capsys)
+    (row,) = [r for r in report["results"] if r["backend"] == "aoti-cuda"]
+    assert status == 0 and row["status"] == "skipped"
+    assert ("written only by an export on a machine with a CUDA GPU" if torch.cuda.is_available()
+            else "no CUDA GPU") in row["reason"]
 
 
 def test_missing_artifacts_are_refused_in_one_line_naming_each(exported, exports):

@@ -169,21 +169,23 @@ def test_malformed_case_in_benchmark_json_is_a_user_error(tmp_path):
 def test_report_of_a_real_benchmark_run_shows_a_real_parity_runs_accuracy(exported, tmp_path, monkeypatch, capsys):
     """The suite's JSON and parity's parity.json, as their producers write them, read by the report."""
     exports = shutil.copytree(exported.out, tmp_path / "exports")
+    timed = ("onnxruntime-cpu", "aoti-cpu", "openvino-fp32", "openvino-int8")
     monkeypatch.setattr(parity, "backend_specs", lambda: [s for s in backend_specs()
-                                                          if s.name in ("eager-fp32", "onnxruntime-cpu")])
+                                                          if s.name in ("eager-fp32", *timed)])
     assert parity.main(ParityConfig(checkpoint=str(exported.checkpoint), exports=str(exports),
                                     data_dir=str(exported.data_dir), batch1_images=4, random_inputs=4)) == 0
     checked = ParityReport.read(exports / "parity.json")
-    accuracy = next(r.test.accuracy for r in checked.results if r.backend == "onnxruntime-cpu" and r.batch_size == 256)
+    accuracies = {r.backend: r.test.accuracy for r in checked.results if r.batch_size == 256}
 
     bench = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_inference.py", "-k",
-                          "(eager-fp32 or onnxruntime-cpu) and 1]", "--benchmark-only", "--benchmark-max-time=0.01",
-                          "--benchmark-min-rounds=1", f"--benchmark-json={bench}", f"--exports={exports}",
-                          "-p", "no:cacheprovider", "-q"], capture_output=True, text=True, timeout=300, cwd=REPO)
+                          f"({' or '.join(('eager-fp32', *timed))}) and 1]", "--benchmark-only",
+                          "--benchmark-max-time=0.01", "--benchmark-min-rounds=1", f"--benchmark-json={bench}",
+                          f"--exports={exports}", "-p", "no:cacheprovider", "-q"], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     text = report(tmp_path, bench, exports / "parity.json")
     assert row(text, 1, "eager-fp32", "cpu")[7] == "1.00×"
-    assert row(text, 1, "onnxruntime-cpu", "cpu")[-1] == f"{100 * accuracy:.2f}%"
+    for name in timed:
+        assert row(text, 1, name, "cpu")[-1] == f"{100 * accuracies[name]:.2f}%", name
     assert f"`{exports}` (exported from checkpoint sha256 {checked.checkpoint_sha256[:12]}…)" in text
