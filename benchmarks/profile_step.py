@@ -1,0 +1,450 @@
+"""Profile one training step of the `fast` recipe and set it against this machine's matrix-multiply rate.
+
+    python benchmarks/profile_step.py                          # batch 256: eager fp32, eager bf16, compiled bf16
+    python benchmarks/profile_step.py --no-compiled --json .cache/bench/profile.json --no-results
+
+The step is train.py's own (build_training, Training.step) on one fixed batch of random images. For each variant
+the command prints images/s, achieved GFLOP/s (convolution and matmul FLOPs of a training step, counted with
+torch.utils.flop_counter), that rate's share of the measured matrix rate of the variant's precision (a large bf16
+and fp32 matmul timed in the same run with the same threads, before and after the steps: the better of the two
+counts), and where the step's time goes: torch.profiler's self CPU time per operator, grouped into convolution
+forward and backward, batch norm, max-pool, ReLU, optimizer, copies and fills, compiled kernels (inductor graphs)
+and other. Warm-up (compilation included) is never timed or profiled, and the variants' timed steps and profiled
+windows alternate, so that other work on the machine slows all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.autograd.profiler_util import FunctionEvent
+
+from alexnet_perf import cli
+from alexnet_perf.atomic import check_writable, write_text_atomic
+from alexnet_perf.errors import UserError
+from alexnet_perf.model import AlexNetCifar
+from alexnet_perf.results import machine_description, update_section
+from alexnet_perf.train import Training, TrainConfig, build_training
+
+PROG = "python benchmarks/profile_step.py"
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "training-step-profile"
+RECIPE = "fast"
+STEP_EVENT = "training step"  # record_function around each profiled step: its self time is Python between operators
+CATEGORIES = ("convolution forward", "convolution backward", "batch norm", "max-pool", "relu", "optimizer",
+              "copies/fills", "compiled kernels (inductor graphs)", "other")
+
+
+@dataclass
+class ProfileConfig:
+    batch_size: int = cli.option(256, "training batch size", at_least=1)
+    steps: int = cli.option(10, "timed steps per variant (alternating between variants); the median is reported",
+                            at_least=1)
+    profiled_steps: int = cli.option(2, "steps per profiled window", at_least=1)
+    profile_rounds: int = cli.option(3, "profiled windows per variant (alternating between variants); the one with "
+                                        "the least total time is kept, as other work on the machine inflates the "
+                                        "rest", at_least=1)
+    warmup: int = cli.option(3, "untimed steps per variant first (compilation happens here)", at_least=1)
+    compiled: bool = cli.option(True, "include the torch.compile variant (compilation takes a minute or more)")
+    matrix_size: int = cli.option(2048, "N of the N×N×N matmuls that measure the matrix rate", at_least=16)
+    matrix_reps: int = cli.option(10, "timed matmuls per precision; the fastest gives the rate", at_least=1)
+    threads: int = cli.option(0, "torch threads (0: torch's default)", at_least=0)
+    top: int = cli.option(12, "operators listed per variant, by self CPU time", at_least=1)
+    json: str = cli.option("", "also write every figure as JSON here (empty string: don't)")
+    results: bool = cli.option(True, f"rewrite the {SECTION} section of --results-file")
+    results_file: str = cli.option(str(RESULTS), "markdown file holding the section")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    compile: bool
+    amp: bool
+    channels_last: bool
+
+
+VARIANTS = (Variant("eager-fp32", False, False, False), Variant("eager-bf16-channels-last", False, True, True),
+            Variant("compiled-bf16-channels-last", True, True, True))
+
+
+@dataclass
+class OpRow:
+    name: str
+    category: str
+    calls_per_step: float
+    self_ms_per_step: float
+
+
+@dataclass
+class StepProfile:
+    """torch.profiler's view of the profiled steps, per step: the categories sum to total_ms (all self CPU time)."""
+
+    total_ms: float
+    wall_ms: float  # wall time of the profiled steps (profiler overhead included)
+    categories: dict[str, float]
+    top_ops: list[OpRow]
+
+
+@dataclass
+class VariantResult:
+    name: str
+    precision: str
+    ms_per_step: float
+    images_per_s: float
+    gflops: float
+    step_times_ms: list[float] = field(default_factory=list)
+    profile: StepProfile | None = None
+    matrix_share: float = 0.0  # achieved GFLOP/s ÷ the matrix rate of the variant's precision
+
+
+# --- work -----------------------------------------------------------------------------------------------------
+
+def training_flops_per_sample() -> float:
+    """Convolution and matmul FLOPs of one sample's training step (forward and backward), as the suite counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, n = AlexNetCifar().train(), 4
+    x, y = torch.zeros(n, 3, 32, 32), torch.zeros(n, dtype=torch.int64)
+    with FlopCounterMode(display=False) as counter:
+        nn.functional.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / n
+
+
+def _timed_rates(run: Callable[[], object], flops: float, reps: int) -> dict[str, float]:
+    """GFLOP/s of run: the fastest of reps (after one untimed call) and the median."""
+    run()
+    seconds = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return {"best_gflops": flops / min(seconds) / 1e9, "median_gflops": flops / statistics.median(seconds) / 1e9}
+
+
+def matrix_rate(dtype: torch.dtype, n: int, reps: int) -> dict[str, float]:
+    """GFLOP/s of an n×n×n matrix product in dtype, done two ways: torch.mm (BLAS) and the same product as a 1×1
+    convolution (oneDNN, the library the network's convolutions use; on some CPUs the fp32 BLAS path is much slower
+    than oneDNN's). The faster way gives best_gflops and median_gflops; both are kept."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    x = a.view(1, n, 1, n).permute(0, 3, 1, 2)  # a's rows as the n pixels of a channels-last n×1 image
+    w = b.T.contiguous().view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
+    flops = 2 * n ** 3
+    ways = {"mm": _timed_rates(lambda: torch.mm(a, b), flops, reps),
+            "conv1x1": _timed_rates(lambda: nn.functional.conv2d(x, w), flops, reps)}
+    fastest_way = max(ways, key=lambda k: ways[k]["best_gflops"])
+    return {**ways[fastest_way], "way": fastest_way,
+            **{f"{k}_best_gflops": r["best_gflops"] for k, r in ways.items()}}
+
+
+def matrix_rates(cfg: ProfileConfig) -> dict[str, dict[str, float]]:
+    """matrix_rate of bf16 and fp32, keyed by dtype name."""
+    return {str(d).removeprefix("torch."): matrix_rate(d, cfg.matrix_size, cfg.matrix_reps)
+            for d in (torch.bfloat16, torch.float32)}
+
+
+def fastest(*measurements: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per dtype, the measurement with the higher best rate: the rate is measured before and after the steps, so
+    that other work on the machine during one of them does not lower it."""
+    return {dtype: max((m[dtype] for m in measurements), key=lambda r: r["best_gflops"])
+            for dtype in measurements[0]}
+
+
+def build_variant(v: Variant, batch_size: int) -> tuple[Training, torch.Tensor, torch.Tensor]:
+    """train.py's training state for v on random images, and one batch from its loader."""
+    cfg = TrainConfig(RECIPE, batch_size=batch_size, compile=v.compile, amp=v.amp, channels_last=v.channels_last,
+                      device="cpu", val_size=0, tensorboard=False)
+    images = np.random.default_rng(0).integers(0, 256, (batch_size, 3, 32, 32), dtype=np.uint8)
+    t = build_training(cfg, (images, np.arange(batch_size) % 10))
+    x, y = next(iter(t.train_loader.epoch(0)))
+    return t, x, y
+
+
+def step_fn(t: Training, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        t.step(x, y)
+    return step
+
+
+def time_alternating(steps: dict[str, Callable[[], None]], count: int) -> dict[str, list[float]]:
+    """count timed calls of every step, interleaved (A B C, then C B A, ...): ms per call, per name."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    for i in range(count):
+        for name in (order if i % 2 == 0 else reversed(order)):
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(1000 * (time.perf_counter() - start))
+    return times
+
+
+# --- profile --------------------------------------------------------------------------------------------------
+
+def _own_category(name: str) -> str | None:
+    """The category an operator's own name decides, or None."""
+    n = name.lower()
+    if "convolution" in n or "conv2d" in n:
+        return "convolution backward" if "backward" in n else "convolution forward"
+    if "batch_norm" in n or "batchnorm" in n:
+        return "batch norm"
+    if "max_pool" in n or "maxpool" in n:
+        return "max-pool"
+    if "relu" in n or "threshold_backward" in n:
+        return "relu"
+    return None
+
+
+def _is_compiled_region(name: str) -> bool:
+    return "compiledfxgraph" in name.lower().replace(" ", "") or name.startswith(("CompiledFunction",
+                                                                                    "Torch-Compiled Region"))
+
+
+def _is_copy_or_fill(name: str) -> bool:
+    return any(k in name for k in ("copy", "fill_", "zero_", "aten::to", "clone", "contiguous", "_to_copy"))
+
+
+def _enclosing_category(node: FunctionEvent | None) -> str | None:
+    """The category of the innermost enclosing event that decides one: a layer's operator, an optimizer call or a
+    compiled graph (e.g. the clamp_min_ under relu_, or the kernels a compiled graph runs itself)."""
+    while node is not None:
+        own = _own_category(node.name)
+        if own:
+            return own
+        if node.name.startswith("Optimizer."):
+            return "optimizer"
+        if _is_compiled_region(node.name):
+            return "compiled kernels (inductor graphs)"
+        node = node.cpu_parent
+    return None
+
+
+def categorize(event: FunctionEvent) -> str:
+    """An event's category: by its own name (a layer's operator, then copies and fills: autocast's casts count as
+    copies wherever they run), else by the innermost enclosing event that decides one, else other."""
+    own = _own_category(event.name)
+    if own:
+        return own
+    if _is_copy_or_fill(event.name):
+        return "copies/fills"
+    return _enclosing_category(event.cpu_parent) or "other"
+
+
+def summarize_events(events: Iterable[FunctionEvent], steps: int, top: int) -> tuple[dict[str, float], list[OpRow]]:
+    """Self CPU ms per step by category (every category present, 0 when empty) and the top operators."""
+    categories = dict.fromkeys(CATEGORIES, 0.0)
+    ops: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    for e in events:
+        category, ms = categorize(e), e.self_cpu_time_total / 1000 / steps
+        categories[category] += ms
+        ops[(e.name, category)][0] += 1
+        ops[(e.name, category)][1] += ms
+    rows = [OpRow(name, category, calls / steps, ms) for (name, category), (calls, ms) in ops.items()]
+    rows.sort(key=lambda r: r.self_ms_per_step, reverse=True)
+    return categories, rows[:top]
+
+
+def profile_alternating(steps: dict[str, Callable[[], None]], cfg: ProfileConfig) -> dict[str, StepProfile]:
+    """cfg.profile_rounds profiled windows of every step, interleaved: the quietest (least total) per name."""
+    best: dict[str, StepProfile] = {}
+    for _ in range(cfg.profile_rounds):
+        for name, step in steps.items():
+            p = profile_steps(step, cfg.profiled_steps, cfg.top)
+            if name not in best or p.total_ms < best[name].total_ms:
+                best[name] = p
+    return best
+
+
+def profile_steps(step: Callable[[], None], steps: int, top: int) -> StepProfile:
+    """Run steps under torch.profiler (CPU activities), each inside a STEP_EVENT record_function."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            with record_function(STEP_EVENT):
+                step()
+        wall = time.perf_counter() - start
+    categories, rows = summarize_events(prof.events(), steps, top)
+    return StepProfile(total_ms=sum(categories.values()), wall_ms=1000 * wall / steps, categories=categories,
+                       top_ops=rows)
+
+
+# --- command --------------------------------------------------------------------------------------------------
+
+def chosen_variants(cfg: ProfileConfig) -> list[Variant]:
+    return [v for v in VARIANTS if cfg.compiled or not v.compile]
+
+
+def precision_name(t: Training) -> str:
+    return str(t.precision or torch.float32).removeprefix("torch.")
+
+
+def measure_variants(cfg: ProfileConfig, flops: float) -> list[VariantResult]:
+    """Build and warm every variant, time them alternating, then profile each."""
+    built = {v.name: build_variant(v, cfg.batch_size) for v in chosen_variants(cfg)}
+    steps = {name: step_fn(*parts) for name, parts in built.items()}
+    for name, step in steps.items():
+        print(f"warming up {name} ({cfg.warmup} steps)", flush=True)
+        for _ in range(cfg.warmup):
+            step()
+    times = time_alternating(steps, cfg.steps)
+    profiles = profile_alternating(steps, cfg)
+    results = []
+    for name, (t, _, _) in built.items():
+        ms = statistics.median(times[name])
+        precision = precision_name(t)
+        gflops = flops * cfg.batch_size / ms / 1e6
+        results.append(VariantResult(name=name, precision=precision, ms_per_step=ms,
+                                     images_per_s=1000 * cfg.batch_size / ms, gflops=gflops,
+                                     step_times_ms=times[name], profile=profiles[name]))
+    return results
+
+
+def check_outputs(cfg: ProfileConfig) -> None:
+    """Every file the command will write can be written (checked before any work)."""
+    if cfg.json:
+        check_writable(cfg.json, "--json")
+    if cfg.results:
+        check_writable(cfg.results_file, "--results-file")
+
+
+def run_profile(cfg: ProfileConfig) -> dict:
+    """Every figure of one run, as the JSON holds them."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    load_start = os.getloadavg()[0]
+    before = matrix_rates(cfg)
+    flops = training_flops_per_sample()
+    variants = measure_variants(cfg, flops)
+    rates = fastest(before, matrix_rates(cfg))
+    for v in variants:
+        v.matrix_share = v.gflops / rates[v.precision]["best_gflops"]
+    return {"command": cli.command_line(PROG, cfg), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine_description(), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
+            "load_average": {"start": load_start, "end": os.getloadavg()[0], "cores": os.cpu_count()},
+            "batch_size": cfg.batch_size, "training_flops_per_sample": flops, "matrix_size": cfg.matrix_size,
+            "matrix_rates": rates, "variants": [asdict(v) for v in variants]}
+
+
+# --- text -----------------------------------------------------------------------------------------------------
+
+def summary_lines(record: dict) -> list[str]:
+    """The per-variant table: throughput, achieved rate and its share of the matrix rate."""
+    lines = ["| variant | dtype | ms/step (median) | fastest step, ms | images/s | GFLOP/s | share of matrix rate |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for v in record["variants"]:
+        lines.append(f"| {v['name']} | {v['precision']} | {v['ms_per_step']:.1f} | {min(v['step_times_ms']):.1f} | "
+                     f"{v['images_per_s']:,.0f} | {v['gflops']:.0f} | {100 * v['matrix_share']:.0f} % |")
+    return lines
+
+
+def category_lines(record: dict) -> list[str]:
+    """Self CPU ms per step of each category, one column per variant (share of the profiled total in brackets),
+    from each variant's quietest profiled window."""
+    variants = record["variants"]
+    lines = ["| category | " + " | ".join(v["name"] for v in variants) + " |",
+             "| --- |" + " ---: |" * len(variants)]
+    for category in CATEGORIES:
+        cells = [f"{v['profile']['categories'][category]:.1f} "
+                 f"({100 * v['profile']['categories'][category] / v['profile']['total_ms']:.0f} %)" for v in variants]
+        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    lines.append("| **profiled total** | " + " | ".join(f"**{v['profile']['total_ms']:.1f}**" for v in variants) + " |")
+    lines.append("| wall time while profiled | " + " | ".join(f"{v['profile']['wall_ms']:.1f}" for v in variants)
+                 + " |")
+    return lines
+
+
+def top_op_lines(variant: dict) -> list[str]:
+    lines = [f"Top operators of {variant['name']} (self CPU ms per step):", "",
+             "| operator | category | calls/step | ms/step |", "| --- | --- | ---: | ---: |"]
+    for op in variant["profile"]["top_ops"]:
+        name = op["name"].replace("|", "\\|")
+        lines.append(f"| `{name[:70]}` | {op['category']} | {op['calls_per_step']:.0f} | "
+                     f"{op['self_ms_per_step']:.1f} |")
+    return lines
+
+
+def where_the_rest_goes(record: dict, variant: dict) -> str:
+    """One sentence: the time the step's FLOPs need at the matrix rate, the convolutions' time, and the rest of the
+    step by category (all from the variant's quietest profiled window)."""
+    rate = record["matrix_rates"][variant["precision"]]["best_gflops"]
+    ideal = record["training_flops_per_sample"] * record["batch_size"] / rate / 1e6
+    profile = variant["profile"]
+    cats = profile["categories"]
+    conv = cats["convolution forward"] + cats["convolution backward"]
+    rest = sorted(((c, ms) for c, ms in cats.items() if not c.startswith("convolution")),
+                  key=lambda item: item[1], reverse=True)
+    parts = ", ".join(f"{c} {ms:.1f} ms" for c, ms in rest if ms >= 0.05)
+    return (f"**{variant['name']}**: {variant['ms_per_step']:.1f} ms/step (median), "
+            f"{100 * variant['matrix_share']:.0f} % of the {variant['precision']} matrix rate; at that rate its FLOPs "
+            f"would take {ideal:.1f} ms. Profiled ({profile['total_ms']:.1f} ms/step): convolutions forward and "
+            f"backward {conv:.1f} ms ({100 * conv / profile['total_ms']:.0f} % of the step, running at "
+            f"≈ {100 * ideal / max(conv, 1e-9):.0f} % of the matrix rate); the rest: {parts}.")
+
+
+def markdown(record: dict) -> str:
+    """The RESULTS.md section of a run."""
+    rates = record["matrix_rates"]
+    load = record["load_average"]
+    lines = ["## Training step profile (issue 9)", "",
+             f"Command: `{record['command']}`  ",
+             f"Date: {record['date']}; machine: {record['machine']}; torch {record['torch']}, "
+             f"{record['threads']} threads; 1-minute load {load['start']:.2f} at the start, {load['end']:.2f} at the "
+             f"end",
+             "",
+             f"Matrix rate ({record['matrix_size']}³ product, the faster of torch.mm and a 1×1 convolution, best "
+             f"of the timed calls, before and after the steps): "
+             f"bf16 **{rates['bfloat16']['best_gflops']:.0f} GFLOP/s**, fp32 **{rates['float32']['best_gflops']:.0f} "
+             f"GFLOP/s**. A training step is {record['training_flops_per_sample'] / 1e6:.1f} MFLOP per image "
+             f"(convolutions and the linear layer, forward and backward); batch {record['batch_size']}.", "",
+             *summary_lines(record), "",
+             "Where the step's time goes (torch.profiler, self CPU ms per step; other includes Python between "
+             "operators):", "", *category_lines(record), ""]
+    lines += [where_the_rest_goes(record, v) for v in record["variants"]]
+    for v in record["variants"]:
+        lines += ["", *top_op_lines(v)]
+    return "\n".join(lines) + "\n"
+
+
+def print_record(record: dict) -> None:
+    print("\n".join(summary_lines(record)))
+    print()
+    print("\n".join(category_lines(record)))
+    for v in record["variants"]:
+        print()
+        print(where_the_rest_goes(record, v))
+        print("\n".join(top_op_lines(v)))
+
+
+def write_outputs(cfg: ProfileConfig, record: dict) -> None:
+    """--json and the RESULTS.md section; a write that fails anyway is one line."""
+    try:
+        if cfg.json:
+            write_text_atomic(cfg.json, json.dumps(record, indent=2))
+            print(f"wrote {cfg.json}")
+        if cfg.results:
+            update_section(cfg.results_file, SECTION, markdown(record))
+            print(f"wrote the {SECTION} section of {cfg.results_file}")
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or 'the results'} ({e.strerror or e})") from None
+
+
+def main(cfg: ProfileConfig) -> int:
+    check_outputs(cfg)
+    record = run_profile(cfg)
+    print_record(record)
+    write_outputs(cfg, record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(ProfileConfig, main, PROG, __doc__.split("\n\n")[0]))

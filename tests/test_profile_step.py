@@ -1,0 +1,99 @@
+"""benchmarks/profile_step.py on a tiny batch (eager variants only, no compilation): its JSON adds up, its
+RESULTS.md section replaces only itself, and mistakes are refused in one line before any work."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from torch.autograd.profiler_util import FunctionEvent
+
+from alexnet_perf import cli
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_step.py"
+TINY = ["--batch-size", "16", "--steps", "1", "--profiled-steps", "1", "--profile-rounds", "1", "--warmup", "1",
+        "--no-compiled", "--matrix-size", "64", "--matrix-reps", "1"]
+
+
+@pytest.fixture(scope="module")
+def profile_module():
+    spec = importlib.util.spec_from_file_location("profile_step", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def _cli(module, capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.run(module.ProfileConfig, module.main, module.PROG, "", list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(profile_module, tmp_path_factory) -> tuple[dict, str]:
+    """One tiny run writing a JSON and a section into a results file that already holds another section."""
+    folder = tmp_path_factory.mktemp("profile")
+    results = folder / "RESULTS.md"
+    results.write_text("# Results\n\n<!-- begin other -->\nkept\n<!-- end other -->\n")
+    code = cli.run(profile_module.ProfileConfig, profile_module.main, profile_module.PROG, "",
+                   [*TINY, "--json", str(folder / "p.json"), "--results-file", str(results)])
+    assert code == 0
+    return json.loads((folder / "p.json").read_text()), results.read_text()
+
+
+def test_json_categories_add_up_and_rates_are_positive(profile_module, tiny_run):
+    record, _ = tiny_run
+    assert [v["name"] for v in record["variants"]] == ["eager-fp32", "eager-bf16-channels-last"]
+    assert record["matrix_rates"]["bfloat16"]["best_gflops"] > 0
+    assert record["matrix_rates"]["float32"]["best_gflops"] > 0
+    assert record["training_flops_per_sample"] == pytest.approx(215.9e6, rel=0.01)
+    for v in record["variants"]:
+        p = v["profile"]
+        assert set(p["categories"]) == set(profile_module.CATEGORIES)
+        assert sum(p["categories"].values()) == pytest.approx(p["total_ms"], rel=1e-6)
+        assert p["total_ms"] == pytest.approx(p["wall_ms"], rel=0.2)  # the step wrapper covers Python too
+        assert p["categories"]["convolution backward"] > 0 and p["categories"]["optimizer"] > 0
+        assert v["images_per_s"] > 0 and v["gflops"] > 0 and v["matrix_share"] > 0
+        assert p["top_ops"] and all(op["category"] in profile_module.CATEGORIES for op in p["top_ops"])
+
+
+def test_results_section_replaces_only_itself(tiny_run):
+    _, text = tiny_run
+    assert "<!-- begin other -->\nkept\n<!-- end other -->" in text
+    assert "<!-- begin training-step-profile -->" in text and "share of matrix rate" in text
+
+
+def _event(name: str, parent: FunctionEvent | None = None) -> FunctionEvent:
+    event = FunctionEvent(id=0, name=name, thread=0, start_us=0, end_us=1)
+    event.cpu_parent = parent
+    return event
+
+
+@pytest.mark.parametrize("name, parent, expected", [
+    ("aten::convolution_backward", "## Call CompiledFxGraph fabc ##", "convolution backward"),
+    ("aten::mkldnn_convolution", None, "convolution forward"),
+    ("aten::clamp_min_", "aten::relu_", "relu"),
+    ("aten::_foreach_add_", "Optimizer.step#SGD.step", "optimizer"),
+    ("aten::copy_", "aten::conv2d", "copies/fills"),
+    ("aten::scatter_reduce_", "CompiledFunctionBackward", "compiled kernels (inductor graphs)"),
+    ("aten::bernoulli_", "aten::feature_dropout", "other"),
+])
+def test_categorize(profile_module, name, parent, expected):
+    assert profile_module.categorize(_event(name, _event(parent) if parent else None)) == expected
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--matrix-size", "8"], "--matrix-size must be >= 16"),
+])
+def test_bad_flag_exits_2(profile_module, capsys, args, message):
+    code, _, err = _cli(profile_module, capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_json_refused_before_work(profile_module, capsys, tmp_path):
+    code, out, err = _cli(profile_module, capsys, *TINY, "--json", str(tmp_path), "--no-results")
+    assert code == 2 and "--json" in err and "warming up" not in out
