@@ -7,6 +7,11 @@ import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
+import importlib.util
+import sys
+from types import ModuleType
+from typing import Iterator
+
 import numpy as np
 import pytest
 
@@ -66,3 +71,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         paths = run_export(ExportConfig(checkpoint=str(checkpoint), out=str(root / "exports"), data_dir=str(data_dir),
                                         calibration_images=128, parity=False))
     return SimpleNamespace(data_dir=data_dir, checkpoint=checkpoint, out=root / "exports", paths=paths)
+
+
+def benchmark_script(name: str) -> Iterator[ModuleType]:
+    """benchmarks/NAME.py imported as a module for the duration of a fixture (yield from it)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve the script's annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[name]

@@ -1,15 +1,15 @@
 """benchmarks/profile_step.py on a tiny batch (eager variants only, no compilation): its JSON adds up, its
 RESULTS.md section replaces only itself, and mistakes are refused in one line before any work."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from torch.autograd.profiler_util import FunctionEvent
 
 from alexnet_perf import cli
+
+from conftest import benchmark_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_step.py"
 TINY = ["--batch-size", "16", "--steps", "1", "--profiled-steps", "1", "--profile-rounds", "1", "--warmup", "1",
@@ -18,12 +18,7 @@ TINY = ["--batch-size", "16", "--steps", "1", "--profiled-steps", "1", "--profil
 
 @pytest.fixture(scope="module")
 def profile_module():
-    spec = importlib.util.spec_from_file_location("profile_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from benchmark_script("profile_step")
 
 
 def _cli(module, capsys, *args: str) -> tuple[int, str, str]:

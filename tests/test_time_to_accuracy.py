@@ -1,9 +1,7 @@
 """benchmarks/time_to_accuracy.py on synthetic data: runs end to end, their report and picture, and every mistake
 refused in one line before training."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +13,14 @@ from alexnet_perf import cli
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import load_cifar10, normalize
 
+from conftest import benchmark_script
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_accuracy.py"
 
 
 @pytest.fixture(scope="module")
 def tta_module():
-    spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from benchmark_script("time_to_accuracy")
 
 
 def _runs(accuracies=(0.83, 0.84, 0.85), epochs=10) -> list[dict]:
