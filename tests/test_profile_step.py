@@ -2,7 +2,6 @@
 RESULTS.md section replaces only itself, and mistakes are refused in one line before any work."""
 
 import json
-from pathlib import Path
 
 import pytest
 from torch.autograd.profiler_util import FunctionEvent
@@ -11,7 +10,6 @@ from alexnet_perf import cli
 
 from conftest import benchmark_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_step.py"
 TINY = ["--batch-size", "16", "--steps", "1", "--profiled-steps", "1", "--profile-rounds", "1", "--warmup", "1",
         "--no-compiled", "--matrix-size", "64", "--matrix-reps", "1"]
 

@@ -15,7 +15,6 @@ from alexnet_perf.data import load_cifar10, normalize
 
 from conftest import benchmark_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_accuracy.py"
 
 
 @pytest.fixture(scope="module")
