@@ -130,6 +130,9 @@ def _table(entries: list[CaseInfo], ups: dict[CaseInfo, float], accuracies: dict
         head, rule = head + " GFLOP/s |", rule + " ---: |"
     if accuracies is not None:
         head, rule = head + " test accuracy |", rule + " ---: |"
+    per_epoch = any(e.images_per_epoch for e in entries)
+    if per_epoch:
+        head, rule = head + " recipe | s/epoch |", rule + " --- | ---: |"
     lines = [head, rule]
     for e in sorted(entries, key=lambda e: (e.batch_size, e.device, e.ms_per_sample)):
         up = f"{ups[e]:.2f}×" if e in ups else "—"
@@ -140,6 +143,9 @@ def _table(entries: list[CaseInfo], ups: dict[CaseInfo, float], accuracies: dict
         if accuracies is not None:
             acc = accuracies.get((e.backend, e.device.split(":")[0]))
             row += f" {100 * acc:.2f}% |" if acc is not None else " — |"
+        if per_epoch:
+            seconds = e.images_per_epoch * e.ms_per_sample / 1000 if e.images_per_epoch else None
+            row += f" {e.recipe or '—'} | {f'{seconds:.1f}' if seconds is not None else '—'} |"
         lines.append(row)
     return lines
 
@@ -251,8 +257,10 @@ def render(cfg: ReportConfig, data: dict[str, Any], entries: list[CaseInfo], art
     training = [e for e in entries if e.kind == "training"]
     if training:
         lines += ["", "### Training throughput", "",
-                  "One training step of the `fast` recipe per timed call: the next batch from the device-resident "
-                  "loader (with its crop and flip), forward, loss, backward and SGD update (train.py's train_step).",
+                  "One training step per timed call, built by train.py's build_training and run by Training.step: "
+                  "the next batch from the device-resident loader (with its crop and flip), forward, loss, "
+                  "backward and SGD update. `fast` recipe at batch 128 and 512 on every device; on a GPU also "
+                  "each recipe at its own batch size (eager, compiled, CUDA graphs), with its time per epoch.",
                   ""]
         lines += _table(training, ups, None, "image", flops.get("training"))
     if data.get("skipped"):

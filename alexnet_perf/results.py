@@ -34,6 +34,8 @@ class CaseInfo:
     ms_per_sample: float | None = None  # None: the case ran untimed (--benchmark-disable)
     samples_per_s: float | None = None
     statistic: str = "median"  # of the timed rounds, that ms_per_sample and samples_per_s come from
+    recipe: str | None = None  # training cases: the recipe whose step was timed
+    images_per_epoch: int | None = None  # training cases: images in one epoch of that recipe (gives s/epoch)
 
 
 @dataclass(frozen=True)

@@ -127,9 +127,11 @@ class Measure:
         self.min_rounds = int(config.getoption("benchmark_min_rounds"))
 
     def __call__(self, run: Callable[[], object], *, kind: str, batch_size: int, backend: str,
-                 device: torch.device, dtype: str, threads: int | None, reference: bool) -> None:
+                 device: torch.device, dtype: str, threads: int | None, reference: bool,
+                 recipe: str | None = None, images_per_epoch: int | None = None) -> None:
         """run() must finish its work before returning (synchronise on GPUs). reference: the case is the speed-up
-        baseline of its kind on its device (PyTorch eager fp32)."""
+        baseline of its kind on its device (PyTorch eager fp32). recipe, images_per_epoch: for training steps, so
+        that the report can state the recipe's time per epoch."""
         rounds, iterations = self.min_rounds, 1
         if self.benchmark.enabled:
             for _ in range(WARMUP_CALLS):
@@ -140,7 +142,8 @@ class Measure:
             iterations = math.ceil(wanted / MAX_ROUNDS)
             rounds = max(self.min_rounds, math.ceil(self.max_time / (call * iterations)))
         case = CaseInfo(kind=kind, backend=backend, device=str(device), dtype=dtype, threads=threads,
-                        batch_size=batch_size, reference=reference)
+                        batch_size=batch_size, reference=reference, recipe=recipe,
+                        images_per_epoch=images_per_epoch)
         self.benchmark.group = f"{kind} batch {batch_size}"
         self.benchmark.pedantic(run, rounds=rounds, iterations=iterations)
         if self.benchmark.stats:

@@ -16,6 +16,7 @@ import torch
 
 from alexnet_perf.data import DeviceLoader
 from alexnet_perf.runtime import synchronize
+from alexnet_perf.recipes import RECIPES
 from alexnet_perf.train import TrainConfig, build_training
 
 RECIPE = "fast"
@@ -73,3 +74,33 @@ def test_training_step(measure, make_images, device: str, config_id: str, batch_
     measure(step, kind="training", batch_size=batch_size, backend=spec.label(t.precision), device=t.device,
             dtype=str(t.precision or torch.float32).removeprefix("torch."),
             threads=torch.get_num_threads() if t.device.type == "cpu" else None, reference=config_id == "eager-fp32")
+
+
+RECIPE_VARIANTS = {"eager": None, "compiled": "default", "cuda-graphs": "reduce-overhead"}  # torch.compile mode
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", RECIPE_VARIANTS)
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_recipe_step_cuda(measure, make_images, recipe: str, variant: str) -> None:
+    """Each recipe's own step (its batch size, precision, augmentation) on a GPU, eager, compiled and with CUDA
+    graphs; the report turns it into the recipe's GPU time per epoch."""
+    if not torch.cuda.is_available():
+        pytest.skip(f"torch {torch.__version__} sees no CUDA GPU here")
+    cfg = TrainConfig(recipe, device="cuda", compile=False)
+    torch.compiler.reset()
+    images = make_images(LOADER_BATCHES * cfg.batch_size)
+    t = build_training(cfg, (images, np.arange(len(images)) % 10))
+    mode = RECIPE_VARIANTS[variant]
+    if mode is not None:
+        t.net = torch.compile(t.model, mode=mode)
+    batches = _forever(t.train_loader)
+
+    def step() -> None:
+        t.step(*next(batches))
+        synchronize(t.device)
+
+    images_per_epoch = (50_000 - cfg.val_size) // cfg.batch_size * cfg.batch_size
+    measure(step, kind="training", batch_size=cfg.batch_size, backend=f"{recipe}-{variant}", device=t.device,
+            dtype=str(t.precision or torch.float32).removeprefix("torch."), threads=None, reference=False,
+            recipe=recipe, images_per_epoch=images_per_epoch)

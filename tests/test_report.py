@@ -189,3 +189,12 @@ def test_report_of_a_real_benchmark_run_shows_a_real_parity_runs_accuracy(export
     for name in timed:
         assert row(text, 1, name, "cpu")[-1] == f"{100 * accuracies[name]:.2f}%", name
     assert f"`{exports}` (exported from checkpoint sha256 {checked.checkpoint_sha256[:12]}…)" in text
+
+
+def test_gpu_recipe_steps_show_each_recipes_time_per_epoch(tmp_path):
+    step = case("training", "best-compiled", 256, 0.004, device="cuda:0", dtype="bfloat16")
+    step["extra_info"].update(recipe="best", images_per_epoch=49_920, threads=None)
+    text = report(tmp_path, bench_json(tmp_path, benchmarks=[case("training", "eager-fp32", 128, 4.0), step]))
+    training = text.split("### Training throughput")[1]
+    assert row(training, 256, "best-compiled", "cuda:0")[-2:] == ["best", "0.2"]  # 49,920 images × 4 µs
+    assert row(training, 128, "eager-fp32", "cpu")[-2:] == ["—", "—"]
