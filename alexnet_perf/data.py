@@ -228,9 +228,12 @@ def normalize(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def random_crop(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Crop each image of the zero-padded batch at its own offset (dx, dy) in 0..2*pad: one gather, no loop."""
-    n, c, h, w = images.shape
+def random_crop(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int = 4,
+                size: int | None = None) -> torch.Tensor:
+    """Crop a size×size window (default: the image's size) from each image of the zero-padded batch at its own
+    offset (dx, dy) in 0..H+2*pad-size: one gather, no loop."""
+    n, c = images.shape[:2]
+    h = w = size or images.shape[-1]
     padded = F.pad(images, (pad, pad, pad, pad))
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
@@ -244,17 +247,24 @@ def random_flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def input_size(epoch: int, low_res_epochs: int, low_res_size: int, full_size: int = 32) -> int:
+    """Training input size of epoch (0-based): low_res_size in the first low_res_epochs epochs, then full_size."""
+    return low_res_size if epoch < low_res_epochs else full_size
+
+
 class DeviceLoader:
     """Batches of normalised images and labels from uint8 tensors resident on one device.
 
     train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
-    augment, random crop + flip. All randomness of epoch e comes from a generator seeded with (seed, e), so an
+    augment, random crop + flip. low_res_epochs > 0: the first epochs train on random low_res_size crops (cheaper
+    per image; the network ends in global average pooling, so any input size works). All randomness of epoch e comes from a generator seeded with (seed, e), so an
     epoch can be replayed, or resumed from any batch, exactly. train=False: fixed order, every sample once.
     """
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
                  device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
-                 channels_last: bool = True, crop_padding: int = 4) -> None:
+                 channels_last: bool = True, crop_padding: int = 4, low_res_epochs: int = 0,
+                 low_res_size: int = 32) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
         if train and len(images) < batch_size:
@@ -264,6 +274,7 @@ class DeviceLoader:
         self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
         self.batch_size, self.train, self.augment = batch_size, train, augment
         self.seed, self.channels_last, self.crop_padding = seed, channels_last, crop_padding
+        self.low_res_epochs, self.low_res_size = low_res_epochs, low_res_size
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -272,13 +283,22 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
 
+    def image_size(self, epoch: int) -> int:
+        """The side of the images served in training epoch `epoch`."""
+        return input_size(epoch, self.low_res_epochs, self.low_res_size, self.images.shape[-1])
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, bs = len(self.images), self.batch_size
+        size = self.image_size(epoch) if self.train else self.images.shape[-1]
+        pad = self.crop_padding if self.augment else 0
+        crop = self.train and (self.augment or size < self.images.shape[-1])
         if self.train:
             g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(n, generator=g, device=self.device)
+            if crop:
+                span = self.images.shape[-1] + 2 * pad - size
+                offsets = torch.randint(0, span + 1, (2, n), generator=g, device=self.device)
             if self.augment:
-                offsets = torch.randint(0, 2 * self.crop_padding + 1, (2, n), generator=g, device=self.device)
                 flips = torch.rand(n, generator=g, device=self.device) < 0.5
         for i in range(start_batch, len(self)):
             if not self.train:
@@ -286,7 +306,8 @@ class DeviceLoader:
             else:
                 idx = order[i * bs:(i + 1) * bs]
                 x, y = self.images[idx], self.labels[idx]
+                if crop:
+                    x = random_crop(x, offsets[0, idx], offsets[1, idx], pad, size)
                 if self.augment:
-                    x = random_crop(x, offsets[0, idx], offsets[1, idx], self.crop_padding)
                     x = random_flip(x, flips[idx])
             yield normalize(x, self.channels_last), y

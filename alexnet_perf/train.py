@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -64,14 +64,21 @@ class TrainSettings:
     bn_momentum: float = cli.option(0.1, "BatchNorm running-statistics momentum", above=0, at_most=1)
     whiten_init: bool = cli.option(False, "initialise the first convolution as a patch-whitening filter bank "
                                           "computed from 5,000 training images (airbench's trick)")
+    bn_bias_lr_scale: float = cli.option(1.0, "learning-rate multiplier of the BatchNorm biases", above=0)
     ema: float = cli.option(0.0, "keep an exponential moving average of the weights with this per-step decay and "
                                  "validate/save it (0: off)", at_least=0, below=1)
+    dropout_scale: float = cli.option(1.0, "multiply the network's dropout rates by this while training (0: no "
+                                           "dropout; inference never drops)", at_least=0, at_most=1)
     label_smoothing: float = cli.option(0.1, "label smoothing of the cross-entropy loss", at_least=0, below=1)
     clip_grad_norm: float = cli.option(1.0, "clip the gradient's global L2 norm to this (0: no clipping)",
                                        at_least=0)
     augment: bool = cli.option(False, "random crop (zero padding) + horizontal flip, batched on the device")
     crop_padding: int = cli.option(4, "padding of the random crop with --augment, in pixels", at_least=0,
                                    at_most=16)
+    low_res_epochs: int = cli.option(0, "train the first N epochs on random --low-res-size crops (cheaper per "
+                                        "image; validation and test stay 32x32)", at_least=0)
+    low_res_size: int = cli.option(24, "input size of the first --low-res-epochs epochs, in pixels", at_least=8,
+                                   at_most=32)
     tta: bool = cli.option(False, "validate with test-time augmentation (mean logits of image and mirror image)")
     val_size: int = cli.option(10_000, "last N training images held out for validation (0: train on all 50,000)",
                                at_least=0)
@@ -132,13 +139,29 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cos
     return 1 - progress if schedule == "linear" else (1 + math.cos(math.pi * progress)) / 2
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
-    """One group, or two when BatchNorm weights and all biases (the 1-d tensors) are exempt from weight decay."""
-    params = list(model.parameters())
-    if decay_norm_and_bias:
-        return [{"params": params, "weight_decay": weight_decay}]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool, lr: float = 0.0,
+                     bn_bias_lr_scale: float = 1.0) -> list[dict]:
+    """One group, or two when BatchNorm weights and all biases (the 1-d tensors) are exempt from weight decay; with
+    bn_bias_lr_scale != 1 the BatchNorm biases get a group of their own at lr * bn_bias_lr_scale."""
+    fast = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)} if bn_bias_lr_scale != 1 else set()
+    params = [p for p in model.parameters() if id(p) not in fast]
+    groups = ([{"params": params, "weight_decay": weight_decay}] if decay_norm_and_bias else
+              [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}])
+    if fast:
+        groups.append({"params": [p for p in model.parameters() if id(p) in fast], "lr": lr * bn_bias_lr_scale,
+                       "weight_decay": weight_decay if decay_norm_and_bias else 0.0})
+    return groups
+
+
+def set_training_regularisation(model: nn.Module, bn_momentum: float, dropout_scale: float) -> None:
+    """Set every BatchNorm's running-statistics momentum and scale every dropout rate (training-time only: the
+    layers and weights are unchanged, and evaluation mode never drops)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = bn_momentum
+        elif isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p *= dropout_scale
 
 
 def _zero_sums() -> dict[str, float]:
@@ -216,31 +239,61 @@ def load_splits(cfg: TrainConfig) -> tuple[Split, Split | None]:
     return (train_x, train_y), ((val_x, val_y) if len(val_x) else None)
 
 
+def _inductor_without_scatter_pool_backward() -> Callable:
+    """Inductor without its decomposition of max-pool backward into a scatter_add over an fp32 NCHW copy of the
+    gradient (aten.scatter_reduce_), which made the compiled CPU step 0.68-0.79x eager (benchmarks/RESULTS.md,
+    training-step profile). Inductor's own lowering then fuses pool, ReLU and BatchNorm backward into one
+    channels-last kernel, with gradients identical to eager's. AOTAutograd's cache key ignores the decomposition
+    table, so that cache is off for this compile (inductor's own graph cache still applies)."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    pool_backward = torch.ops.aten.max_pool2d_with_indices_backward.default
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        table = {op: fn for op, fn in select_decomp_table().items() if op != pool_backward}
+        with torch._functorch.config.patch(enable_autograd_cache=False):
+            return compile_fx(gm, example_inputs, decompositions=table)
+
+    return backend
+
+
+def compile_network(model: nn.Module, device: torch.device) -> nn.Module:
+    """torch.compile for training: on a CPU with the gather-style max-pool backward (above), elsewhere as is. The
+    CPU backend uses inductor internals; where they differ (another torch version), plain torch.compile is used."""
+    if device.type == "cpu":
+        try:
+            return torch.compile(model, backend=_inductor_without_scatter_pool_backward())
+        except (ImportError, AttributeError):
+            pass
+    return torch.compile(model)
+
+
 def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None = None) -> Training:
-    """Seed, then make the loaders, network (with BatchNorm momentum and whitening init), EMA, optimizer,
-    schedule, scaler and loss of cfg: a fresh run at step 0, or the frame that restore_training fills."""
+    """Seed, then make the loaders, network (with BatchNorm momentum, dropout scale and whitening init), EMA,
+    optimizer, schedule, scaler and loss of cfg: a fresh run at step 0, or the frame that restore_training fills."""
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
     train_loader = DeviceLoader(*train_data, cfg.batch_size, device, train=True, augment=cfg.augment, seed=cfg.seed,
-                                channels_last=cfg.channels_last, crop_padding=cfg.crop_padding)
+                                channels_last=cfg.channels_last, crop_padding=cfg.crop_padding,
+                                low_res_epochs=cfg.low_res_epochs, low_res_size=cfg.low_res_size)
     val_loader = (DeviceLoader(*val_data, EVAL_BATCH_SIZE, device, channels_last=cfg.channels_last)
                   if val_data is not None else None)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = AlexNetCifar(len(CLASSES)).to(device, memory_format=memory_format).train()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = cfg.bn_momentum
+    set_training_regularisation(model, cfg.bn_momentum, cfg.dropout_scale)
     if cfg.whiten_init:
         whiten_first_conv(model, normalize(train_loader.images[:5000], channels_last=False))
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias), lr=cfg.lr,
-                                momentum=cfg.momentum, nesterov=cfg.nesterov)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, cfg.lr, cfg.bn_bias_lr_scale)
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     steps = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, cfg.epochs, cfg.schedule, cfg.warmup_epochs))
     precision = amp_dtype(device, cfg.amp)
     return Training(cfg=cfg, device=device, precision=precision, model=model,
                     ema=EMA(model, cfg.ema) if cfg.ema else None,
-                    net=torch.compile(model) if cfg.compile else model, optimizer=optimizer, scheduler=scheduler,
+                    net=compile_network(model, device) if cfg.compile else model, optimizer=optimizer,
+                    scheduler=scheduler,
                     scaler=torch.amp.GradScaler(device.type, enabled=precision == torch.float16),
                     criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
                     train_loader=train_loader, val_loader=val_loader,

@@ -162,7 +162,7 @@ def fastest(*measurements: dict[str, dict[str, float]]) -> dict[str, dict[str, f
 def build_variant(v: Variant, batch_size: int) -> tuple[Training, torch.Tensor, torch.Tensor]:
     """train.py's training state for v on random images, and one batch from its loader."""
     cfg = TrainConfig(RECIPE, batch_size=batch_size, compile=v.compile, amp=v.amp, channels_last=v.channels_last,
-                      device="cpu", val_size=0, tensorboard=False)
+                      device="cpu", val_size=0, tensorboard=False, low_res_epochs=0)  # full-size images
     images = np.random.default_rng(0).integers(0, 256, (batch_size, 3, 32, 32), dtype=np.uint8)
     t = build_training(cfg, (images, np.arange(batch_size) % 10))
     x, y = next(iter(t.train_loader.epoch(0)))

@@ -61,7 +61,7 @@ def test_training_step(measure, make_images, device: str, config_id: str, batch_
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip(f"torch {torch.__version__} sees no CUDA GPU here")
     cfg = TrainConfig(RECIPE, batch_size=batch_size, amp=spec.amp, channels_last=spec.channels_last,
-                      compile=spec.compile, device=device, val_size=0)
+                      compile=spec.compile, device=device, val_size=0, low_res_epochs=0)  # full-size images
     torch.compiler.reset()
     images = make_images(LOADER_BATCHES * batch_size)
     t = build_training(cfg, (images, np.arange(len(images)) % 10))
@@ -87,7 +87,7 @@ def test_recipe_step_cuda(measure, make_images, recipe: str, variant: str) -> No
     graphs; the report turns it into the recipe's GPU time per epoch."""
     if not torch.cuda.is_available():
         pytest.skip(f"torch {torch.__version__} sees no CUDA GPU here")
-    cfg = TrainConfig(recipe, device="cuda", compile=False)
+    cfg = TrainConfig(recipe, device="cuda", compile=False, low_res_epochs=0)  # the full-size (slowest) epochs
     torch.compiler.reset()
     images = make_images(LOADER_BATCHES * cfg.batch_size)
     t = build_training(cfg, (images, np.arange(len(images)) % 10))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_perf.data import (MEAN, STD, Cifar10, DeviceLoader, load_cifar10, normalize, random_crop, random_flip,
-                               read_batch, read_cache, split_train_val)
+from alexnet_perf.data import (MEAN, STD, Cifar10, DeviceLoader, input_size, load_cifar10, normalize, random_crop,
+                               random_flip, read_batch, read_cache, split_train_val)
 from alexnet_perf.errors import UserError
 
 from conftest import write_batch
@@ -211,3 +211,25 @@ def test_resuming_an_epoch_mid_way_replays_the_same_batches():
     full = list(loader.epoch(2))
     tail = list(loader.epoch(2, start_batch=3))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
+
+
+def test_crop_of_a_smaller_size_is_a_window_of_the_padded_image():
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).view(2, 3, 32, 32)
+    crops = random_crop(images, torch.tensor([0, 8]), torch.tensor([3, 0]), pad=0, size=24)
+    assert crops.shape == (2, 3, 24, 24)
+    assert torch.equal(crops[0], images[0, :, 3:27, 0:24]) and torch.equal(crops[1], images[1, :, 0:24, 8:32])
+
+
+def test_low_resolution_epochs_come_first_and_the_rest_are_full_size():
+    assert [input_size(e, 3, 24) for e in range(5)] == [24, 24, 24, 32, 32]
+    assert [input_size(e, 0, 16) for e in range(2)] == [32, 32]
+    loader, images = _loader(train=True, seed=2, low_res_epochs=2, low_res_size=20)
+    assert [loader.image_size(e) for e in range(4)] == [20, 20, 32, 32]
+    for epoch, size in ((0, 20), (1, 20), (2, 32)):
+        assert all(x.shape == (16, 3, size, size) for x, _ in loader.epoch(epoch))
+    windows_loader = DeviceLoader(images, torch.arange(100), 16, train=True, low_res_epochs=1, low_res_size=20)
+    x, y = next(iter(windows_loader.epoch(0)))  # without --augment: unpadded 20x20 windows of the images
+    windows = normalize(images, channels_last=False).unfold(2, 20, 1).unfold(3, 20, 1)  # (n, 3, 13, 13, 20, 20)
+    for crop, i in zip(x, y):
+        assert (windows[i] == crop[:, None, None]).permute(1, 2, 0, 3, 4).flatten(2).all(2).any()
+

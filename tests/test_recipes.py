@@ -98,7 +98,7 @@ def test_an_unknown_recipe_is_a_user_error():
 def test_recipe_flag_sets_defaults_that_other_flags_override():
     cfg = cli.parse(TrainConfig, "train", "", ["--recipe", "fast", "--epochs", "3", "--no-amp"])
     assert cfg == TrainConfig("fast", epochs=3, amp=False)
-    assert cfg.batch_size == RECIPES["fast"]["batch_size"] != TrainConfig().batch_size
+    assert cfg.lr == RECIPES["fast"]["lr"] != TrainConfig().lr
 
 
 def test_command_line_rebuilds_a_recipe_configuration():
@@ -138,3 +138,48 @@ def test_help_with_a_recipe_shows_that_recipes_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.run(TrainConfig, lambda c: 0, "train", "", ["--recipe", "fast", "--help"])
     assert f"number of epochs; >= 1 (default: {RECIPES['fast']['epochs']})" in capsys.readouterr().out
+
+
+def test_batchnorm_biases_get_their_own_learning_rate():
+    model = AlexNetCifar()
+    bn_biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    groups = parameter_groups(model, 5e-4, decay_norm_and_bias=False, lr=0.2, bn_bias_lr_scale=8)
+    assert len(groups) == 3 and {id(p) for p in groups[2]["params"]} == bn_biases
+    assert groups[2]["lr"] == pytest.approx(1.6) and groups[2]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert not bn_biases & {id(p) for g in groups[:2] for p in g["params"]}
+    assert len(parameter_groups(model, 5e-4, False, lr=0.2, bn_bias_lr_scale=1)) == 2
+
+
+def test_the_schedule_scales_the_batchnorm_bias_rate_with_the_others():
+    from alexnet_perf.train import build_training
+
+    data = (torch.zeros(64, 3, 32, 32, dtype=torch.uint8).numpy(), (torch.arange(64) % 10).numpy())
+    t = build_training(TrainConfig("fast", epochs=2, batch_size=16, amp=False, device="cpu", val_size=0,
+                                   whiten_init=False, bn_bias_lr_scale=4.0), data)
+    for x, y in list(t.train_loader.epoch(0))[:3]:
+        t.step(x, y)
+    lrs = [g["lr"] for g in t.optimizer.param_groups]
+    assert lrs[-1] == pytest.approx(4 * lrs[0]) and 0 < lrs[0] < t.cfg.lr
+
+
+def _dropout_rates(model: nn.Module) -> list[float]:
+    return [m.p for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+def test_dropout_scale_changes_only_the_training_dropout_rates():
+    from alexnet_perf.train import build_training
+
+    data = (torch.zeros(32, 3, 32, 32, dtype=torch.uint8).numpy(), (torch.arange(32) % 10).numpy())
+    seed_rates = _dropout_rates(AlexNetCifar())
+    assert seed_rates == [0.1, 0.1, 0.5]
+    half = build_training(TrainConfig(batch_size=16, device="cpu", dropout_scale=0.5), data)
+    assert _dropout_rates(half.model) == pytest.approx([p / 2 for p in seed_rates])
+    off = build_training(TrainConfig(batch_size=16, device="cpu", dropout_scale=0.0), data)
+    assert _dropout_rates(off.model) == [0.0, 0.0, 0.0] and _dropout_rates(AlexNetCifar()) == seed_rates
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():  # no dropout: training-mode outputs no longer depend on the dropout RNG
+        torch.manual_seed(0)
+        a = off.model(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(off.model(x), a)

@@ -64,6 +64,23 @@ def test_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_would(synt
     assert a["history"][-1]["train_loss"] == pytest.approx(b["history"][-1]["train_loss"], rel=1e-5)
 
 
+def test_resume_is_exact_with_the_fast_training_options_on(synthetic_cifar, tmp_path):
+    """Low-resolution epochs, BatchNorm-bias rate, scaled dropout, EMA with a fast BatchNorm momentum."""
+    options = dict(epochs=3, augment=True, low_res_epochs=2, low_res_size=24, bn_bias_lr_scale=4.0, ema=0.8,
+                   bn_momentum=0.4, dropout_scale=0.5)
+    train(tiny_config(synthetic_cifar, tmp_path / "straight", **options))
+    first = train(tiny_config(synthetic_cifar, tmp_path / "broken", **options), stop=StopAfter(20))
+    saved = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
+    assert first.interrupted and saved["epoch"] == 1 and saved["step_in_epoch"] == 5  # inside a low-res epoch
+    train(tiny_config(synthetic_cifar, tmp_path / "broken", resume=True))
+    a = load_checkpoint(last_path(tmp_path / "straight" / "m.pth"))
+    b = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
+    assert a["epoch"] == b["epoch"] == 3
+    for name in ("model_state_dict", "train_state_dict"):
+        for key, value in a[name].items():
+            assert torch.equal(value, b[name][key]), (name, key)
+
+
 def test_resume_without_a_saved_run_is_a_clear_error(synthetic_cifar, tmp_path):
     with pytest.raises(UserError, match="checkpoint not found"):
         train(tiny_config(synthetic_cifar, tmp_path, resume=True))
@@ -211,3 +228,26 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.equal(torch.load(path, weights_only=True)["v"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+@pytest.mark.slow
+def test_compiled_cpu_step_uses_no_scatter_for_max_pool_backward_and_matches_eager():
+    """The compiled CPU training step keeps max-pool's backward a fused gather (the scatter_add decomposition made
+    --compile slower than eager on CPUs) and computes the same gradients as eager."""
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8).numpy()
+    data = (images, (torch.arange(16) % 10).numpy())
+    grads = {}
+    for compiled in (False, True):
+        torch.compiler.reset()
+        t = build_training(TrainConfig(batch_size=8, device="cpu", val_size=0, compile=compiled, clip_grad_norm=0,
+                                       lr=1e-9, tensorboard=False), data)
+        x, y = next(iter(t.train_loader.epoch(0)))
+        t.model.eval()  # no dropout: both runs see the same function
+        t.step(x, y)
+        with torch.profiler.profile() as prof:
+            t.step(x, y)
+        names = {e.name for e in prof.events()}
+        assert "aten::scatter_reduce_" not in names and "aten::scatter_add_" not in names
+        grads[compiled] = [p.grad.clone() for p in t.model.parameters()]
+    for eager, comp in zip(grads[False], grads[True]):
+        torch.testing.assert_close(comp, eager, rtol=1e-4, atol=1e-5)
