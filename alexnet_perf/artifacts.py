@@ -116,11 +116,17 @@ def _onnx_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata strings an artifact carries, read from any of its formats; a damaged file is a UserError."""
+def existing_artifact(path: str | Path) -> Path:
+    """path, or a UserError saying the exported file is missing and how to write it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"exported model not found: {path} (write it with `python -m alexnet_perf.export`)")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata strings an artifact carries, read from any of its formats; a damaged file is a UserError."""
+    path = existing_artifact(path)
     return _onnx_metadata(path) if path.suffix == ".onnx" else _archive_metadata(path)
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, ONNX, OPTIONAL,
-                        OUTPUT_NAME, TORCHSCRIPT, torchscript_deprecation_silenced)
+                        OUTPUT_NAME, TORCHSCRIPT, existing_artifact, torchscript_deprecation_silenced)
 from .errors import UserError
 from .runtime import autocast
 
@@ -163,19 +163,12 @@ def compiled_backend(model: nn.Module, device: torch.device | str = "cpu", *, pr
                         module, device, dtype, channels_last)
 
 
-def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"exported model not found: {path} (write it with `python -m alexnet_perf.export`)")
-    return path
-
-
 def _loaded(path: str | Path, load: Callable[[str], Any]) -> Any:
     """load(path) for an exported file; a missing one, or one its runtime cannot read, is a UserError naming it.
 
     The runtimes raise whatever their parsers meet in a damaged file (RuntimeError, protobuf and zip errors, ONNX
     Runtime's own classes), so any exception of the load itself is taken as a damaged file."""
-    path = _existing(path)
+    path = existing_artifact(path)
     try:
         return load(str(path))
     except Exception as e:

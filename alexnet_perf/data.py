@@ -257,8 +257,9 @@ class DeviceLoader:
 
     train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
     augment, random crop + flip. low_res_epochs > 0: the first epochs train on random low_res_size crops (cheaper
-    per image; the network ends in global average pooling, so any input size works). All randomness of epoch e comes from a generator seeded with (seed, e), so an
-    epoch can be replayed, or resumed from any batch, exactly. train=False: fixed order, every sample once.
+    per image; the network ends in global average pooling, so any input size works). All randomness of epoch e
+    comes from a generator seeded with (seed, e), so an epoch can be replayed, or resumed from any batch, exactly.
+    train=False: fixed order, every sample once.
     """
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,

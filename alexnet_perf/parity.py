@@ -33,7 +33,7 @@ from .backends import REFERENCE, Backend, BackendSpec, BackendUnavailable, backe
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import DATA_DIR_HELP, load_cifar10, normalize
 from .errors import UserError
-from .results import from_dict, machine_description
+from .results import from_dict, machine_description, read_json
 
 PROG = "python -m alexnet_perf.parity"
 BATCH_SIZES = (1, 256)
@@ -162,13 +162,7 @@ class ParityReport:
     @classmethod
     def read(cls, path: str | Path) -> ParityReport:
         """parity.json at path; a missing, unreadable or malformed file is a UserError."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"parity report not found: {path} (write it with `{PROG}`)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"{path}: not readable JSON ({e})") from None
+        data = read_json(path, f"parity report not found: {path} (write it with `{PROG}`)", kind="parity report")
         return cls.from_dict(data, path)
 
 

@@ -9,7 +9,6 @@ of RESULTS.md, leaving the others alone. Output paths are checked before anythin
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import defaultdict
@@ -22,7 +21,7 @@ from . import cli
 from .atomic import check_writable, write_atomic
 from .errors import UserError
 from .parity import ParityReport
-from .results import CaseInfo, TimedArtifacts, from_dict, update_section
+from .results import CaseInfo, TimedArtifacts, from_dict, read_json, update_section
 
 PROG = "python -m alexnet_perf.report"
 _TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")
@@ -42,19 +41,6 @@ class ReportConfig:
                                                     "for the artifacts that were benchmarked")
 
 
-def _read_json(path: Path) -> Any:
-    """The JSON document at path; a missing, unreadable or non-JSON file is a UserError."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"benchmark JSON not found: {path} (write it with `pytest benchmarks/ --benchmark-only "
-                        f"--benchmark-json={path}`)") from None
-    except IsADirectoryError:
-        raise UserError(f"--benchmark-json {path} is a folder, not a benchmark JSON file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not readable JSON ({e})") from None
-
-
 def _case(bench: Any, path: Path) -> CaseInfo | None:
     """The timed case a benchmark entry describes (None: untimed, or not a case of this suite)."""
     info = bench.get("extra_info") if isinstance(bench, dict) else None
@@ -69,7 +55,8 @@ def _case(bench: Any, path: Path) -> CaseInfo | None:
 def load_benchmarks(path: str | Path) -> tuple[dict[str, Any], list[CaseInfo]]:
     """The JSON document and its timed cases; a missing, foreign or malformed file is a UserError."""
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path, f"benchmark JSON not found: {path} (write it with `pytest benchmarks/ --benchmark-only "
+                           f"--benchmark-json={path}`)", kind="benchmark JSON", flag="--benchmark-json")
     benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
     cases = [c for c in (_case(b, path) for b in benchmarks or []) if c is not None]
     if not cases:

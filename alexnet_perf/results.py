@@ -4,6 +4,7 @@ path can be written, and benchmarks/RESULTS.md bookkeeping (each producer owns o
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import re
@@ -82,6 +83,20 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ValueError(f"{path} is missing")
     return cls(**values)
+
+
+def read_json(path: str | Path, missing: str, kind: str = "JSON", flag: str = "") -> Any:
+    """The JSON document at path; UserError(missing) when there is no such file, and a one-line UserError naming
+    the flag and the kind of file expected for a folder, an unreadable file or one that is not JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(missing) from None
+    except IsADirectoryError:
+        raise UserError(f"{flag + ' ' if flag else ''}{path} is a folder, not a {kind} file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not readable JSON ({e})") from None
 
 
 def machine_description() -> str:

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from alexnet_perf import cli
-from alexnet_perf.artifacts import FILES, INT8, ONNX
+from alexnet_perf.artifacts import FILES, INT8, ONNX, existing_artifact
 from alexnet_perf.backends import openvino_config
-from alexnet_perf.errors import UserError
 from alexnet_perf.results import machine_description, update_section
 
 PROG = "python benchmarks/profile_inference.py"
@@ -42,9 +41,7 @@ def profile(cfg: ProfileInferenceConfig) -> tuple[float, dict[str, float], int]:
     """(mean ms per call, {operator type: ms per call}, operators executed) for cfg's backend."""
     import openvino as ov
 
-    path = Path(cfg.exports) / FILES[INT8 if cfg.precision == "int8" else ONNX]
-    if not path.is_file():
-        raise UserError(f"exported model not found: {path} (write it with `python -m alexnet_perf.export`)")
+    path = existing_artifact(Path(cfg.exports) / FILES[INT8 if cfg.precision == "int8" else ONNX])
     core = ov.Core()
     config = {**openvino_config(cfg.precision, torch.get_num_threads()), "PERF_COUNT": True}
     request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()

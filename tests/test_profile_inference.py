@@ -21,7 +21,8 @@ def test_every_executed_operator_is_timed_and_tabled(script, exported, precision
     assert any(name.startswith("Convolution") for name in per_type)
     assert sum(per_type.values()) > 0 and wall > 0
     text = script.markdown(cfg, wall, per_type, operators)
-    assert f"OpenVINO {precision}, batch 4" in text and text.count("\n| ") == len(per_type) + 2  # header, rule, one row each
+    rows = len(per_type) + 2  # header, rule, one row per operator type
+    assert f"OpenVINO {precision}, batch 4" in text and text.count("\n| ") == rows
 
 
 def test_missing_exports_and_bad_flags_are_one_line(script, tmp_path, capsys):
