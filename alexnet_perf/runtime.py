@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import random
 
 import numpy as np
@@ -52,3 +54,21 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
+
+    By default every allocation over 32 MiB (a batch-512 activation) is a fresh mmap, and the kernel zero-fills its
+    pages again at first touch on every training step: 20-30 % of a CPU step's time was spent in the kernel, and
+    more in fp32 than bf16, so the page faults both slowed and skewed the step-throughput figures
+    (benchmarks/RESULTS.md). Without mmap for large blocks and with trimming off, a step reuses the previous step's
+    pages; the process keeps its peak heap until it exits. Returns False where there is no glibc mallopt (macOS,
+    Windows, musl): nothing changes there."""
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h> parameter numbers
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(m_mmap_max, 0) == 1 and mallopt(m_trim_threshold, 2**31 - 1) == 1

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from . import cli
 from .atomic import check_writable, check_writable_dir
 from .checkpoint import (DEFAULT_CHECKPOINT, last_path, load_checkpoint, restore_training, save_atomic,
                          training_checkpoint)
+from .compilation import compile_network
 from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10, normalize, split_train_val
 from .errors import UserError
 from .ema import EMA
@@ -33,7 +34,7 @@ from .evaluate import EVAL_BATCH_SIZE, EvalMetrics, evaluate_model
 from .init import whiten_first_conv
 from .model import AlexNetCifar
 from .recipes import RECIPES
-from .runtime import amp_dtype, autocast, resolve_device, seed_everything, synchronize
+from .runtime import amp_dtype, autocast, keep_freed_memory, resolve_device, seed_everything, synchronize
 
 SCHEDULES = ("cosine-epoch", "cosine", "linear")
 PROG = "python -m alexnet_perf.train"
@@ -239,40 +240,12 @@ def load_splits(cfg: TrainConfig) -> tuple[Split, Split | None]:
     return (train_x, train_y), ((val_x, val_y) if len(val_x) else None)
 
 
-def _inductor_without_scatter_pool_backward() -> Callable:
-    """Inductor without its decomposition of max-pool backward into a scatter_add over an fp32 NCHW copy of the
-    gradient (aten.scatter_reduce_), which made the compiled CPU step 0.68-0.79x eager (benchmarks/RESULTS.md,
-    training-step profile). Inductor's own lowering then fuses pool, ReLU and BatchNorm backward into one
-    channels-last kernel, with gradients identical to eager's. AOTAutograd's cache key ignores the decomposition
-    table, so that cache is off for this compile (inductor's own graph cache still applies)."""
-    from torch._inductor.compile_fx import compile_fx
-    from torch._inductor.decomposition import select_decomp_table
-
-    pool_backward = torch.ops.aten.max_pool2d_with_indices_backward.default
-
-    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
-        table = {op: fn for op, fn in select_decomp_table().items() if op != pool_backward}
-        with torch._functorch.config.patch(enable_autograd_cache=False):
-            return compile_fx(gm, example_inputs, decompositions=table)
-
-    return backend
-
-
-def compile_network(model: nn.Module, device: torch.device) -> nn.Module:
-    """torch.compile for training: on a CPU with the gather-style max-pool backward (above), elsewhere as is. The
-    CPU backend uses inductor internals; where they differ (another torch version), plain torch.compile is used."""
-    if device.type == "cpu":
-        try:
-            return torch.compile(model, backend=_inductor_without_scatter_pool_backward())
-        except (ImportError, AttributeError):
-            pass
-    return torch.compile(model)
-
-
 def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None = None) -> Training:
     """Seed, then make the loaders, network (with BatchNorm momentum, dropout scale and whitening init), EMA,
     optimizer, schedule, scaler and loss of cfg: a fresh run at step 0, or the frame that restore_training fills."""
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     seed_everything(cfg.seed, cfg.deterministic)
     train_loader = DeviceLoader(*train_data, cfg.batch_size, device, train=True, augment=cfg.augment, seed=cfg.seed,
                                 channels_last=cfg.channels_last, crop_padding=cfg.crop_padding,

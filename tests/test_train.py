@@ -232,8 +232,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_compiled_cpu_step_uses_no_scatter_for_max_pool_backward_and_matches_eager():
-    """The compiled CPU training step keeps max-pool's backward a fused gather (the scatter_add decomposition made
-    --compile slower than eager on CPUs) and computes the same gradients as eager."""
+    """The compiled CPU training step runs max-pool's backward without inductor's scatter_add decomposition (which
+    made --compile slower than eager on CPUs; compilation.py) and computes the same gradients as eager."""
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8).numpy()
     data = (images, (torch.arange(16) % 10).numpy())
     grads = {}

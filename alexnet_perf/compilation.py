@@ -1,0 +1,96 @@
+"""torch.compile for the training step, with the CPU max-pool rewrites that keep it at least as fast as eager.
+
+Inductor's stock CPU handling of max-pool costs more than eager's kernels (benchmarks/RESULTS.md, training-step
+profile): its backward is decomposed into a scatter_add over an fp32 NCHW copy of the gradient, and its own lowering
+turns the saved int8 window offsets back into int64 indices lane by lane. For the network's pools (2x2, stride 2, no
+padding: windows that do not overlap) the rewrites below keep the int8 offsets, express the indices with vector
+arithmetic, and write the backward as one elementwise select; inductor fuses both into the neighbouring BatchNorm
+and ReLU kernels. Values, indices and gradients are exactly aten's (ties and NaN included); other pools keep
+inductor's gather-style lowering.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+aten = torch.ops.aten
+POOL = aten.max_pool2d_with_indices.default
+POOL_BACKWARD = aten.max_pool2d_with_indices_backward.default
+
+
+def _pairs(value: int | Sequence[int], default: Sequence[int]) -> list[int]:
+    value = [value] if isinstance(value, int) else list(value) or list(default)
+    return value * 2 if len(value) == 1 else value
+
+
+def _is_2x2_tiling(x: torch.Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: Any) -> bool:
+    """A 2x2, stride-2, unpadded pool over an even-sized NCHW map: each input is in exactly one window."""
+    kernel = _pairs(kernel_size, ())
+    return (x.dim() == 4 and kernel == [2, 2] and _pairs(stride, kernel) == [2, 2]
+            and _pairs(padding, [0]) == [0, 0] and _pairs(dilation, [1]) == [1, 1]
+            and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0)
+
+
+def _window_corners(x: torch.Tensor) -> torch.Tensor:
+    """Flat index (h * W + w) of each window's top-left input: the base aten's pool indices count from."""
+    height, width = x.shape[-2:]
+    rows = torch.arange(height // 2, device=x.device) * (2 * width)
+    return rows.view(-1, 1) + torch.arange(width // 2, device=x.device).view(1, -1) * 2
+
+
+def _pool_2x2(default: Callable, pool_with_offsets: Callable) -> Callable:
+    def pool(x: torch.Tensor, kernel_size: Any, stride: Any = (), padding: Any = 0, dilation: Any = 1,
+             ceil_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        if not _is_2x2_tiling(x, kernel_size, stride, padding, dilation):
+            return default(x, kernel_size, stride, padding, dilation, ceil_mode)
+        values, offsets = pool_with_offsets(x, [2, 2], [2, 2], [0, 0], [1, 1], ceil_mode)
+        row = (offsets >= 2).to(torch.int64)  # offset = 2 * row + column within the window
+        column = offsets.to(torch.int64) - 2 * row
+        return values, _window_corners(x) + row * x.shape[-1] + column
+    return pool
+
+
+def _pool_2x2_backward(grad: torch.Tensor, x: torch.Tensor, kernel_size: Any, stride: Any, padding: Any,
+                       dilation: Any, ceil_mode: bool, indices: torch.Tensor) -> torch.Tensor:
+    if not _is_2x2_tiling(x, kernel_size, stride, padding, dilation):
+        return NotImplemented
+    n, c, height, width = x.shape
+
+    def upsample(t: torch.Tensor) -> torch.Tensor:
+        return t[:, :, :, None, :, None].expand(n, c, height // 2, 2, width // 2, 2).reshape(n, c, height, width)
+
+    position = torch.arange(height * width, device=x.device).view(height, width)
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return torch.where(upsample(indices) == position, upsample(grad), 0).contiguous(memory_format=layout)
+
+
+def _inductor_with_2x2_pool_rewrites() -> Callable:
+    """Inductor with the rewrites above in its decomposition table. AOTAutograd's cache key ignores that table,
+    so that cache is off for this compile (inductor's own graph cache still applies)."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+    from torch._inductor.inductor_prims import _low_memory_max_pool_with_offsets
+
+    table = dict(select_decomp_table())
+    table[POOL] = _pool_2x2(table[POOL], _low_memory_max_pool_with_offsets)
+    table[POOL_BACKWARD] = _pool_2x2_backward
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        with torch._functorch.config.patch(enable_autograd_cache=False):
+            return compile_fx(gm, example_inputs, decompositions=table)
+
+    return backend
+
+
+def compile_network(model: nn.Module, device: torch.device) -> nn.Module:
+    """torch.compile for training: on a CPU with the max-pool rewrites (above), elsewhere as is. They use inductor
+    internals; where those differ (another torch version), plain torch.compile is used."""
+    if device.type == "cpu":
+        try:
+            return torch.compile(model, backend=_inductor_with_2x2_pool_rewrites())
+        except (ImportError, AttributeError, KeyError):
+            pass
+    return torch.compile(model)

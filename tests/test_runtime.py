@@ -1,0 +1,39 @@
+"""Runtime settings shared by training and benchmarks."""
+
+import subprocess
+import sys
+
+import pytest
+
+FAULTS_PER_STEP = """
+import resource, sys, torch
+from alexnet_perf.runtime import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+def step():
+    torch.ones(64 * 2**20, dtype=torch.uint8)  # a batch-512 activation's size, written, then freed
+for _ in range(10):  # glibc's bins settle after a few (freed blocks merge into one that fits)
+    step()
+faults = []
+for _ in range(9):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, sorted(faults)[4])  # the median step
+"""
+
+
+def _faults_per_step(mode: str) -> tuple[str, float]:
+    out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True, check=True)
+    kept, faults = out.stdout.split()
+    return kept, float(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page-fault counts and mallopt are glibc/Linux")
+def test_keep_freed_memory_stops_large_allocations_faulting_in_fresh_pages_every_step():
+    """Without it each 64 MiB allocation is a fresh mmap whose pages fault in again (16,384 4-KiB pages, or 32
+    huge pages); with it, once the heap has settled, a freed block is reused with its pages already mapped."""
+    kept, faults = _faults_per_step("keep")
+    _, default_faults = _faults_per_step("default")
+    assert kept == "True"
+    assert default_faults >= 16
+    assert faults <= 2
