@@ -1,12 +1,15 @@
-"""torch.compile for the training step, with the CPU max-pool rewrites that keep it at least as fast as eager.
+"""torch.compile for the training step, with the CPU rewrites that keep it at least as fast as eager.
 
-Inductor's stock CPU handling of max-pool costs more than eager's kernels (benchmarks/RESULTS.md, training-step
-profile): its backward is decomposed into a scatter_add over an fp32 NCHW copy of the gradient, and its own lowering
-turns the saved int8 window offsets back into int64 indices lane by lane. For the network's pools (2x2, stride 2, no
-padding: windows that do not overlap) the rewrites below keep the int8 offsets, express the indices with vector
-arithmetic, and write the backward as one elementwise select; inductor fuses both into the neighbouring BatchNorm
-and ReLU kernels. Values, indices and gradients are exactly aten's (ties and NaN included); other pools keep
-inductor's gather-style lowering.
+Outside the convolutions (oneDNN's, the same calls as eager's) a CPU step is BatchNorm, ReLU and max-pool, bound by
+memory traffic, and inductor's stock handling of two of them moved more bytes than eager's kernels
+(benchmarks/RESULTS.md, training-step profile):
+- max-pool's backward was decomposed into a scatter_add over an fp32 NCHW copy of the gradient, and inductor's own
+  lowering turns the saved int8 window offsets back into int64 indices lane by lane. For the network's pools (2x2,
+  stride 2, no padding: windows that do not overlap) the rewrites below keep the int8 offsets, express the indices
+  with vector arithmetic and write the backward as one elementwise select, exactly aten's values, indices and
+  gradients (ties and NaN included); other pools keep inductor's gather-style lowering.
+- BatchNorm's backward stored an fp32 copy of each bf16 layer gradient; it now reads the bf16 gradient directly.
+Inductor fuses both into the neighbouring BatchNorm and ReLU kernels.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import nn
 aten = torch.ops.aten
 POOL = aten.max_pool2d_with_indices.default
 POOL_BACKWARD = aten.max_pool2d_with_indices_backward.default
+BATCH_NORM_BACKWARD = aten.native_batch_norm_backward.default
 
 
 def _pairs(value: int | Sequence[int], default: Sequence[int]) -> list[int]:
@@ -67,7 +71,32 @@ def _pool_2x2_backward(grad: torch.Tensor, x: torch.Tensor, kernel_size: Any, st
     return torch.where(upsample(indices) == position, upsample(grad), 0).contiguous(memory_format=layout)
 
 
-def _inductor_with_2x2_pool_rewrites() -> Callable:
+def _batch_norm_backward_low_precision(default: Callable) -> Callable:
+    """Training BatchNorm's backward for a bf16/fp16 gradient, computed in fp32 like the stock decomposition, but
+    with the gradient read as is by its three users (two channel sums and the input gradient): the stock version
+    casts it to fp32 first, and inductor then stores that fp32 copy of a layer's whole gradient (twice the bytes
+    eager moves) and reads it twice more. Other cases keep the stock decomposition."""
+    def backward(grad_out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor | None, running_mean: Any,
+                 running_var: Any, save_mean: torch.Tensor, save_invstd: torch.Tensor, train: bool, eps: float,
+                 output_mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+        if not (train and input.dim() == 4 and grad_out.dtype in (torch.bfloat16, torch.float16)
+                and weight is not None):
+            return default(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train, eps,
+                           output_mask)
+        shape, dims = (1, -1, 1, 1), [0, 2, 3]
+        count = grad_out.numel() // grad_out.shape[1]
+        centred = input.float() - save_mean.view(shape)
+        grad_sum = torch.sum(grad_out, dims, dtype=torch.float32)
+        dot = torch.sum(grad_out * centred, dims)
+        projection = centred * (dot / count * save_invstd * save_invstd).view(shape)
+        grad_input = (grad_out - projection - (grad_sum / count).view(shape)) * (save_invstd * weight).view(shape)
+        return (grad_input.to(input.dtype) if output_mask[0] else None,
+                (dot * save_invstd).to(weight.dtype) if output_mask[1] else None,
+                grad_sum.to(weight.dtype) if output_mask[2] else None)
+    return backward
+
+
+def _inductor_with_cpu_rewrites() -> Callable:
     """Inductor with the rewrites above in its decomposition table. AOTAutograd's cache key ignores that table,
     so that cache is off for this compile (inductor's own graph cache still applies)."""
     from torch._inductor.compile_fx import compile_fx
@@ -77,6 +106,7 @@ def _inductor_with_2x2_pool_rewrites() -> Callable:
     table = dict(select_decomp_table())
     table[POOL] = _pool_2x2(table[POOL], _low_memory_max_pool_with_offsets)
     table[POOL_BACKWARD] = _pool_2x2_backward
+    table[BATCH_NORM_BACKWARD] = _batch_norm_backward_low_precision(table[BATCH_NORM_BACKWARD])
 
     def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
         with torch._functorch.config.patch(enable_autograd_cache=False):
@@ -86,11 +116,11 @@ def _inductor_with_2x2_pool_rewrites() -> Callable:
 
 
 def compile_network(model: nn.Module, device: torch.device) -> nn.Module:
-    """torch.compile for training: on a CPU with the max-pool rewrites (above), elsewhere as is. They use inductor
+    """torch.compile for training: on a CPU with the rewrites (above), elsewhere as is. They use inductor
     internals; where those differ (another torch version), plain torch.compile is used."""
     if device.type == "cpu":
         try:
-            return torch.compile(model, backend=_inductor_with_2x2_pool_rewrites())
+            return torch.compile(model, backend=_inductor_with_cpu_rewrites())
         except (ImportError, AttributeError, KeyError):
             pass
     return torch.compile(model)

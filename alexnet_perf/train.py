@@ -89,6 +89,10 @@ class TrainSettings:
     compile: bool = cli.option(False, "torch.compile the network (forward and backward) for training")
     amp: bool = cli.option(False, "mixed precision: bf16 autocast on CPU/modern GPUs, fp16 + GradScaler otherwise")
     channels_last: bool = cli.option(True, "channels-last memory layout for the network and its inputs")
+    reuse_freed_memory: bool = cli.option(True, "on a CPU, keep freed memory in the process for the next step "
+                                                "instead of returning it to the kernel (glibc): large tensors stop "
+                                                "faulting in fresh pages every step; the process keeps its peak "
+                                                "memory until it exits")
     seed: int = cli.option(0, "seed for initialisation, shuffling, augmentation and dropout", at_least=0)
     deterministic: bool = cli.option(False, "use deterministic algorithms only (slower on GPU)")
     data_dir: str | None = cli.option(None, DATA_DIR_HELP)
@@ -244,7 +248,7 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
     """Seed, then make the loaders, network (with BatchNorm momentum, dropout scale and whitening init), EMA,
     optimizer, schedule, scaler and loss of cfg: a fresh run at step 0, or the frame that restore_training fills."""
     device = resolve_device(cfg.device)
-    if device.type == "cpu":
+    if device.type == "cpu" and cfg.reuse_freed_memory:
         keep_freed_memory()
     seed_everything(cfg.seed, cfg.deterministic)
     train_loader = DeviceLoader(*train_data, cfg.batch_size, device, train=True, augment=cfg.augment, seed=cfg.seed,

@@ -9,7 +9,8 @@ torch.utils.flop_counter), that rate's share of the measured matrix rate of the 
 and fp32 matmul timed in the same run with the same threads, before and after the steps: the better of the two
 counts), and where the step's time goes: torch.profiler's self CPU time per operator, grouped into convolution
 forward and backward, batch norm, max-pool, ReLU, optimizer, copies and fills, compiled kernels (inductor graphs)
-and other. Warm-up (compilation included) is never timed or profiled, and the variants' timed steps and profiled
+and other; and the system (kernel) CPU time per step, which page faults on freshly mapped memory inflate
+(--no-reuse-freed-memory shows glibc's default). Warm-up (compilation included) is never timed or profiled, and the variants' timed steps and profiled
 windows alternate, so that other work on the machine slows all of them alike.
 """
 
@@ -56,6 +57,9 @@ class ProfileConfig:
                                         "rest", at_least=1)
     warmup: int = cli.option(3, "untimed steps per variant first (compilation happens here)", at_least=1)
     compiled: bool = cli.option(True, "include the torch.compile variant (compilation takes a minute or more)")
+    reuse_freed_memory: bool = cli.option(True, "keep freed memory for the next step, as training does "
+                                                "(--no-reuse-freed-memory: glibc's default, where large tensors "
+                                                "fault in fresh pages every step)")
     matrix_size: int = cli.option(2048, "N of the N×N×N matmuls that measure the matrix rate", at_least=16)
     matrix_reps: int = cli.option(10, "timed matmuls per precision; the fastest gives the rate", at_least=1)
     threads: int = cli.option(0, "torch threads (0: torch's default)", at_least=0)
@@ -103,6 +107,7 @@ class VariantResult:
     images_per_s: float
     gflops: float
     step_times_ms: list[float] = field(default_factory=list)
+    kernel_ms_per_step: float = 0.0  # system CPU time per step, all threads (page faults, mostly)
     profile: StepProfile | None = None
     matrix_share: float = 0.0  # achieved GFLOP/s ÷ the matrix rate of the variant's precision
 
@@ -159,10 +164,12 @@ def fastest(*measurements: dict[str, dict[str, float]]) -> dict[str, dict[str, f
             for dtype in measurements[0]}
 
 
-def build_variant(v: Variant, batch_size: int) -> tuple[Training, torch.Tensor, torch.Tensor]:
+def build_variant(v: Variant, batch_size: int, reuse_freed_memory: bool = True
+                  ) -> tuple[Training, torch.Tensor, torch.Tensor]:
     """train.py's training state for v on random images, and one batch from its loader."""
     cfg = TrainConfig(RECIPE, batch_size=batch_size, compile=v.compile, amp=v.amp, channels_last=v.channels_last,
-                      device="cpu", val_size=0, tensorboard=False, low_res_epochs=0)  # full-size images
+                      device="cpu", val_size=0, tensorboard=False, low_res_epochs=0,  # full-size images
+                      reuse_freed_memory=reuse_freed_memory)
     images = np.random.default_rng(0).integers(0, 256, (batch_size, 3, 32, 32), dtype=np.uint8)
     t = build_training(cfg, (images, np.arange(batch_size) % 10))
     x, y = next(iter(t.train_loader.epoch(0)))
@@ -175,16 +182,20 @@ def step_fn(t: Training, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]
     return step
 
 
-def time_alternating(steps: dict[str, Callable[[], None]], count: int) -> dict[str, list[float]]:
-    """count timed calls of every step, interleaved (A B C, then C B A, ...): ms per call, per name."""
+def time_alternating(steps: dict[str, Callable[[], None]], count: int
+                     ) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """count timed calls of every step, interleaved (A B C, then C B A, ...): ms per call, per name, and the mean
+    system (kernel) CPU ms per call, per name."""
     times: dict[str, list[float]] = {name: [] for name in steps}
+    kernel = dict.fromkeys(steps, 0.0)
     order = list(steps)
     for i in range(count):
         for name in (order if i % 2 == 0 else reversed(order)):
-            start = time.perf_counter()
+            start, system = time.perf_counter(), os.times().system
             steps[name]()
             times[name].append(1000 * (time.perf_counter() - start))
-    return times
+            kernel[name] += 1000 * (os.times().system - system) / count
+    return times, kernel
 
 
 # --- profile --------------------------------------------------------------------------------------------------
@@ -290,13 +301,13 @@ def precision_name(t: Training) -> str:
 
 def measure_variants(cfg: ProfileConfig, flops: float) -> list[VariantResult]:
     """Build and warm every variant, time them alternating, then profile each."""
-    built = {v.name: build_variant(v, cfg.batch_size) for v in chosen_variants(cfg)}
+    built = {v.name: build_variant(v, cfg.batch_size, cfg.reuse_freed_memory) for v in chosen_variants(cfg)}
     steps = {name: step_fn(*parts) for name, parts in built.items()}
     for name, step in steps.items():
         print(f"warming up {name} ({cfg.warmup} steps)", flush=True)
         for _ in range(cfg.warmup):
             step()
-    times = time_alternating(steps, cfg.steps)
+    times, kernel = time_alternating(steps, cfg.steps)
     profiles = profile_alternating(steps, cfg)
     results = []
     for name, (t, _, _) in built.items():
@@ -305,7 +316,8 @@ def measure_variants(cfg: ProfileConfig, flops: float) -> list[VariantResult]:
         gflops = flops * cfg.batch_size / ms / 1e6
         results.append(VariantResult(name=name, precision=precision, ms_per_step=ms,
                                      images_per_s=1000 * cfg.batch_size / ms, gflops=gflops,
-                                     step_times_ms=times[name], profile=profiles[name]))
+                                     step_times_ms=times[name], kernel_ms_per_step=kernel[name],
+                                     profile=profiles[name]))
     return results
 
 
@@ -339,11 +351,13 @@ def run_profile(cfg: ProfileConfig) -> dict:
 
 def summary_lines(record: dict) -> list[str]:
     """The per-variant table: throughput, achieved rate and its share of the matrix rate."""
-    lines = ["| variant | dtype | ms/step (median) | fastest step, ms | images/s | GFLOP/s | share of matrix rate |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| variant | dtype | ms/step (median) | fastest step, ms | kernel CPU ms/step | images/s | GFLOP/s "
+             "| share of matrix rate |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for v in record["variants"]:
         lines.append(f"| {v['name']} | {v['precision']} | {v['ms_per_step']:.1f} | {min(v['step_times_ms']):.1f} | "
-                     f"{v['images_per_s']:,.0f} | {v['gflops']:.0f} | {100 * v['matrix_share']:.0f} % |")
+                     f"{v['kernel_ms_per_step']:.1f} | {v['images_per_s']:,.0f} | {v['gflops']:.0f} | "
+                     f"{100 * v['matrix_share']:.0f} % |")
     return lines
 
 

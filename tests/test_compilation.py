@@ -1,12 +1,14 @@
-"""The CPU training compile's max-pool rewrites: exactly aten's values, indices and gradients, ties and NaN included,
-in eager calls and inside a compiled step."""
+"""The CPU training compile's rewrites: max-pool gives exactly aten's values, indices and gradients (ties and NaN
+included) and BatchNorm's backward the stock decomposition's gradients, in eager calls and inside a compiled step."""
 
 import pytest
 import torch
 from torch import nn
 
 from alexnet_perf import compilation
-from alexnet_perf.compilation import POOL, _pool_2x2, _pool_2x2_backward, compile_network
+from alexnet_perf.compilation import (BATCH_NORM_BACKWARD, POOL, _batch_norm_backward_low_precision,
+                                      _pool_2x2, _pool_2x2_backward, compile_network)
+from alexnet_perf.model import AlexNetCifar
 
 aten = torch.ops.aten
 
@@ -68,3 +70,66 @@ def test_compiled_pool_step_uses_the_rewrite_and_matches_eager_exactly_on_tied_i
     assert len(traced) == 2  # both pools' backward
     assert torch.equal(grads[1][0], grads[0][0])
     assert torch.equal(grads[1][1], grads[0][1])
+
+
+def _stock_batch_norm_backward():
+    from torch._inductor.decomposition import select_decomp_table
+    return select_decomp_table()[BATCH_NORM_BACKWARD]
+
+
+def _batch_norm_backward_args(dtype: torch.dtype) -> tuple:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 6, 5, 5, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(8, 6, 5, 5, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    mean, invstd = x.float().mean((0, 2, 3)), x.float().var((0, 2, 3), unbiased=False).add(1e-5).rsqrt()
+    weight = torch.rand(6, generator=g) + 0.5
+    return grad, x, weight, torch.zeros(6), torch.ones(6), mean, invstd, True, 1e-5, [True, True, True]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_batch_norm_backward_rewrite_gives_the_stock_gradients(dtype):
+    args = _batch_norm_backward_args(dtype)
+    expected = _stock_batch_norm_backward()(*args)
+    got = _batch_norm_backward_low_precision(lambda *a: pytest.fail("fell back"))(*args)
+    assert [t.dtype for t in got] == [t.dtype for t in expected] == [dtype, torch.float32, torch.float32]
+    torch.testing.assert_close(got[0], expected[0])  # both computed in fp32, rounded to dtype once
+    torch.testing.assert_close(got[1], expected[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[2], expected[2], rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_backward_of_fp32_or_evaluation_keeps_the_stock_decomposition():
+    fp32 = _batch_norm_backward_args(torch.float32)
+    evaluation = _batch_norm_backward_args(torch.bfloat16)[:7] + (False, 1e-5, [True, True, True])
+    for args in (fp32, evaluation):
+        assert _batch_norm_backward_low_precision(lambda *a: "stock")(*args) == "stock"
+
+
+@pytest.mark.slow
+def test_compiled_bf16_training_step_of_the_network_matches_eager():
+    """The whole network in training mode under bf16 autocast: the compiled step's loss and every parameter's
+    gradient agree with eager's to bf16 accuracy. A convolution's bias feeds a training BatchNorm, which subtracts
+    it again: its true gradient is 0, and both steps must leave only rounding there."""
+    torch.manual_seed(0)
+    model = AlexNetCifar().to(memory_format=torch.channels_last).train()
+    for m in model.modules():
+        if isinstance(m, (nn.Dropout, nn.Dropout2d)):
+            m.p = 0.0
+    x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.arange(16) % 10
+    torch.compiler.reset()
+    results = []
+    for net in (model, compile_network(model, torch.device("cpu"))):
+        model.zero_grad()
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        results.append((loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=2e-2, atol=2e-2)
+    conv_biases = {f"features.{i}.bias" for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)}
+    for name, eager in eager_grads.items():
+        compiled = compiled_grads[name]
+        if name in conv_biases:
+            assert eager.abs().max() < 1e-3 and compiled.abs().max() < 1e-3, name
+        else:
+            assert nn.functional.cosine_similarity(eager.flatten(), compiled.flatten(), dim=0) > 0.99, name

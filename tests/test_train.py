@@ -1,8 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from alexnet_perf import train as train_module
 from alexnet_perf.checkpoint import last_path, load_checkpoint, restore_training, save_atomic, training_checkpoint
 from alexnet_perf.errors import UserError
 from alexnet_perf.train import Training, TrainConfig, build_training, lr_factor, train
@@ -251,3 +253,13 @@ def test_compiled_cpu_step_uses_no_scatter_for_max_pool_backward_and_matches_eag
         grads[compiled] = [p.grad.clone() for p in t.model.parameters()]
     for eager, comp in zip(grads[False], grads[True]):
         torch.testing.assert_close(comp, eager, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_cpu_training_keeps_freed_memory_unless_told_not_to(monkeypatch, reuse):
+    calls = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    images = np.zeros((8, 3, 32, 32), dtype=np.uint8)
+    build_training(TrainConfig(batch_size=4, device="cpu", val_size=0, reuse_freed_memory=reuse,
+                               tensorboard=False), (images, np.arange(8) % 10))
+    assert calls == ([1] if reuse else [])
