@@ -3,8 +3,9 @@
 fast: the least wall time to the seed's 83.18 % test accuracy on a 2-core CPU: 5 epochs, the first 2 on random
 24×24 crops (≈0.55 of a full epoch's cost each), no dropout while training, BatchNorm biases at 4× the rate.
 best: the highest test accuracy this network reaches within the budget stated in benchmarks/RESULTS.md (30 epochs,
-4-px crops, cosine, with fast's dropout, batch-size and BatchNorm-bias changes; not compiled: on a CPU the compiled
-step only matches eager, and compiling costs time).
+4-px crops, cosine, with fast's dropout, batch-size and BatchNorm-bias changes). Neither compiles: on a CPU the
+compiled step is only 3-5 % faster than eager, which a cold compile (≈ 15 s) does not repay in fast and only
+about repays in best.
 Both train on all 50,000 training images (val_size 0); they were tuned on the seed's 40k/10k split.
 """
 
