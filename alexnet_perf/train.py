@@ -246,7 +246,8 @@ def load_splits(cfg: TrainConfig) -> tuple[Split, Split | None]:
 
 def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None = None) -> Training:
     """Seed, then make the loaders, network (with BatchNorm momentum, dropout scale and whitening init), EMA,
-    optimizer, schedule, scaler and loss of cfg: a fresh run at step 0, or the frame that restore_training fills."""
+    optimizer, schedule, scaler and loss of cfg: a fresh run at step 0, or the frame that restore_training fills.
+    On a CPU the process first keeps freed memory for reuse (cfg.reuse_freed_memory; runtime.keep_freed_memory)."""
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.reuse_freed_memory:
         keep_freed_memory()
