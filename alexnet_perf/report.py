@@ -246,7 +246,7 @@ def render(cfg: ReportConfig, data: dict[str, Any], entries: list[CaseInfo], art
         lines += ["", "### Training throughput", "",
                   "One training step per timed call, built by train.py's build_training and run by Training.step: "
                   "the next batch from the device-resident loader (with its crop and flip), forward, loss, "
-                  "backward and SGD update. `fast` recipe at batch 128 and 512 on every device; on a GPU also "
+                  "backward and SGD update. `fast` recipe at batch 128, 256 and 512 on every device; on a GPU also "
                   "each recipe at its own batch size (eager, compiled, CUDA graphs), with its time per epoch.",
                   ""]
         lines += _table(training, ups, None, "image", flops.get("training"))

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from alexnet_perf.data import DeviceLoader
-from alexnet_perf.runtime import synchronize
 from alexnet_perf.recipes import RECIPES
-from alexnet_perf.train import TrainConfig, build_training
+from alexnet_perf.runtime import synchronize
+from alexnet_perf.train import Training, TrainConfig, build_training
 
 RECIPE = "fast"
 BATCH_SIZES = (128, 256, 512)  # the fast recipe's batch, and the issue's 256-512
@@ -53,6 +53,18 @@ def _forever(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]
         yield from loader.epoch(epoch)
 
 
+def _measure_step(measure, t: Training, **case) -> None:
+    """Time t's training step on the next batch of its loader (synchronised on GPUs), with the case's extra_info."""
+    batches = _forever(t.train_loader)
+
+    def step() -> None:
+        t.step(*next(batches))
+        synchronize(t.device)
+
+    measure(step, kind="training", batch_size=t.cfg.batch_size, device=t.device,
+            dtype=str(t.precision or torch.float32).removeprefix("torch."), **case)
+
+
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 @pytest.mark.parametrize("config_id", SPECS)
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
@@ -65,15 +77,8 @@ def test_training_step(measure, make_images, device: str, config_id: str, batch_
     torch.compiler.reset()
     images = make_images(LOADER_BATCHES * batch_size)
     t = build_training(cfg, (images, np.arange(len(images)) % 10))
-    batches = _forever(t.train_loader)
-
-    def step() -> None:
-        t.step(*next(batches))
-        synchronize(t.device)
-
-    measure(step, kind="training", batch_size=batch_size, backend=spec.label(t.precision), device=t.device,
-            dtype=str(t.precision or torch.float32).removeprefix("torch."),
-            threads=torch.get_num_threads() if t.device.type == "cpu" else None, reference=config_id == "eager-fp32")
+    _measure_step(measure, t, backend=spec.label(t.precision), reference=config_id == "eager-fp32",
+                  threads=torch.get_num_threads() if t.device.type == "cpu" else None)
 
 
 RECIPE_VARIANTS = {"eager": None, "compiled": "default", "cuda-graphs": "reduce-overhead"}  # torch.compile mode
@@ -94,13 +99,6 @@ def test_recipe_step_cuda(measure, make_images, recipe: str, variant: str) -> No
     mode = RECIPE_VARIANTS[variant]
     if mode is not None:
         t.net = torch.compile(t.model, mode=mode)
-    batches = _forever(t.train_loader)
-
-    def step() -> None:
-        t.step(*next(batches))
-        synchronize(t.device)
-
     images_per_epoch = (50_000 - cfg.val_size) // cfg.batch_size * cfg.batch_size
-    measure(step, kind="training", batch_size=cfg.batch_size, backend=f"{recipe}-{variant}", device=t.device,
-            dtype=str(t.precision or torch.float32).removeprefix("torch."), threads=None, reference=False,
-            recipe=recipe, images_per_epoch=images_per_epoch)
+    _measure_step(measure, t, backend=f"{recipe}-{variant}", threads=None, reference=False, recipe=recipe,
+                  images_per_epoch=images_per_epoch)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
-from pathlib import Path
-from types import SimpleNamespace
-
-import importlib.util
 import sys
-from types import ModuleType
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Iterator
 
 import numpy as np
