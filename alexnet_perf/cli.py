@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import shlex
 import sys
@@ -112,7 +113,8 @@ def parse(config_cls: type[C], prog: str, description: str, argv: Sequence[str] 
 
 
 def command_line(prog: str, config: Any) -> str:
-    """The command that rebuilds config: prog, its preset flags, then one flag for each field that differs from
+    """The command that rebuilds config: prog, its preset flags (always, so that a later change of their defaults
+    cannot change what the line means), then one flag for each field that differs from
     the default those presets give. Reports record it so that a figure can be reproduced by pasting one line."""
     fields = dataclasses.fields(config)
     presets = {f.name: getattr(config, f.name) for f in fields if f.metadata.get("preset")}
@@ -121,8 +123,6 @@ def command_line(prog: str, config: Any) -> str:
     for f in sorted(fields, key=lambda f: not f.metadata.get("preset")):
         value = getattr(config, f.name)
         if f.name not in presets and value == getattr(defaults, f.name):
-            continue
-        if f.name in presets and value == f.default:
             continue
         if f.metadata.get("positional"):
             parts += [str(v) for v in value]
@@ -133,10 +133,27 @@ def command_line(prog: str, config: Any) -> str:
     return " ".join([prog, *map(shlex.quote, parts)])
 
 
+class _NoCudaToolkitNotice(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." warning, logged when compilation or export
+    imports torch.utils.cpp_extension on a machine that has a CUDA toolkit but no GPU: nothing is wrong there, and
+    the commands run on the CPU as asked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+def quiet_cpu_only_warnings() -> None:
+    """Keep normal use of a command on a machine without a GPU free of warnings that need no action."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaToolkitNotice) for f in logger.filters):
+        logger.addFilter(_NoCudaToolkitNotice())
+
+
 def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, description: str,
         argv: Sequence[str] | None = None) -> int:
     """Parse argv into config_cls and run command; a user mistake ends as `prog: error: ...` with exit status 2,
     Ctrl-C that the command does not handle itself as `prog: interrupted` with 130."""
+    quiet_cpu_only_warnings()
     try:
         config = parse(config_cls, prog, description, argv)
         return command(config) or 0

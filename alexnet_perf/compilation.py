@@ -14,6 +14,7 @@ Inductor fuses both into the neighbouring BatchNorm and ReLU kernels.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Sequence
 
 import torch
@@ -96,9 +97,18 @@ def _batch_norm_backward_low_precision(default: Callable) -> Callable:
     return backward
 
 
+def fallback_notice(reason: BaseException) -> None:
+    """The one line --compile prints when the CPU rewrites cannot be used and stock inductor compiles instead."""
+    print(f"--compile: inductor's CPU rewrites do not apply with torch {torch.__version__} "
+          f"({type(reason).__name__}: {(str(reason).splitlines() or [''])[0][:160]}); compiling with stock inductor",
+          file=sys.stderr, flush=True)
+
+
 def _inductor_with_cpu_rewrites() -> Callable:
     """Inductor with the rewrites above in its decomposition table. AOTAutograd's cache key ignores that table,
-    so that cache is off for this compile (inductor's own graph cache still applies)."""
+    so that cache is off for this compile (inductor's own graph cache still applies). If compiling with the
+    rewrites fails when a graph is first compiled (inductor internals that moved), that graph and every later
+    one are compiled by stock inductor, after one line saying so."""
     from torch._inductor.compile_fx import compile_fx
     from torch._inductor.decomposition import select_decomp_table
     from torch._inductor.inductor_prims import _low_memory_max_pool_with_offsets
@@ -107,20 +117,27 @@ def _inductor_with_cpu_rewrites() -> Callable:
     table[POOL] = _pool_2x2(table[POOL], _low_memory_max_pool_with_offsets)
     table[POOL_BACKWARD] = _pool_2x2_backward
     table[BATCH_NORM_BACKWARD] = _batch_norm_backward_low_precision(table[BATCH_NORM_BACKWARD])
+    failed: list[BaseException] = []
 
     def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
-        with torch._functorch.config.patch(enable_autograd_cache=False):
-            return compile_fx(gm, example_inputs, decompositions=table)
+        if not failed:
+            try:
+                with torch._functorch.config.patch(enable_autograd_cache=False):
+                    return compile_fx(gm, example_inputs, decompositions=table)
+            except Exception as e:  # noqa: BLE001 - any failure of the rewrites falls back to stock inductor
+                failed.append(e)
+                fallback_notice(e)
+        return compile_fx(gm, example_inputs)
 
     return backend
 
 
 def compile_network(model: nn.Module, device: torch.device) -> nn.Module:
     """torch.compile for training: on a CPU with the rewrites (above), elsewhere as is. They use inductor
-    internals; where those differ (another torch version), plain torch.compile is used."""
+    internals; where those differ (another torch version), stock inductor is used, and a line says so."""
     if device.type == "cpu":
         try:
             return torch.compile(model, backend=_inductor_with_cpu_rewrites())
-        except (ImportError, AttributeError, KeyError):
-            pass
+        except (ImportError, AttributeError, KeyError) as e:
+            fallback_notice(e)
     return torch.compile(model)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,6 +78,9 @@ def evaluate_model(model: torch.nn.Module, loader: DeviceLoader, precision: torc
                        seconds=seconds, confusion=matrix.tolist())
 
 
+TTA_CHOICES = ("auto", "on", "off")
+
+
 @dataclass
 class EvalConfig:
     checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "checkpoint to evaluate (loaded weights-only)")
@@ -86,7 +90,9 @@ class EvalConfig:
     device: str = cli.option("auto", "auto, cpu, cuda or cuda:N")
     amp: bool = cli.option(False, "evaluate under bf16/fp16 autocast (default: fp32, the reference precision)")
     channels_last: bool = cli.option(True, "feed the network channels-last tensors")
-    tta: bool = cli.option(False, "test-time augmentation: average the logits of each image and its mirror image")
+    tta: str = cli.option("auto", "flip test-time augmentation (the mean logits of each image and its mirror image) "
+                                  "as a second figure beside the plain one: auto = when the checkpoint's recipe is "
+                                  "scored with it (recorded in the checkpoint), on, off", choices=TTA_CHOICES)
     json: str = cli.option("", "write the snapshot as JSON to this path (empty string: don't)")
     confusion_png: str = cli.option(".cache/eval/confusion_matrix.png", "write the confusion matrix as a PNG here "
                                                                         "(empty string: don't)")
@@ -100,13 +106,27 @@ def check_config(cfg: EvalConfig) -> None:
             check_writable(path, flag)
 
 
+def _recorded(ckpt: dict[str, Any], source: str, name: str, default: Any, valid: Callable[[Any], bool],
+              want: str) -> Any:
+    """A field of the training run's recorded configuration, checked; `default` when the checkpoint lacks it."""
+    config = ckpt.get("config")
+    value = config.get(name, default) if isinstance(config, dict) else default
+    if not valid(value):
+        raise UserError(f"{source}: config.{name} must be {want}, got {value!r}")
+    return value
+
+
 def checkpoint_label_smoothing(ckpt: dict[str, Any], source: str) -> float:
     """The training run's label smoothing (the loss is reported with it, as the seed did); 0 when not recorded."""
-    config = ckpt.get("config")
-    value = config.get("label_smoothing", 0.0) if isinstance(config, dict) else 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise UserError(f"{source}: config.label_smoothing must be a number in [0, 1), got {value!r}")
-    return float(value)
+    return float(_recorded(ckpt, source, "label_smoothing", 0.0,
+                           lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1,
+                           "a number in [0, 1)"))
+
+
+def checkpoint_tta(ckpt: dict[str, Any], source: str) -> bool:
+    """Whether the checkpoint's recipe is scored with flip test-time augmentation (its config's tta); False when
+    not recorded."""
+    return _recorded(ckpt, source, "tta", False, lambda v: isinstance(v, bool), "true or false")
 
 
 def snapshot(metrics: EvalMetrics, **context) -> dict:
@@ -117,11 +137,18 @@ def snapshot(metrics: EvalMetrics, **context) -> dict:
 
 
 def format_snapshot(snap: dict) -> str:
-    lines = [f"Test accuracy: {100 * snap['accuracy']:.2f}% ({snap['correct']}/{snap['total']})",
-             f"Test loss:     {snap['loss']:.4f}",
-             f"Latency:       {snap['latency_s']:.3f} s total, {snap['ms_per_sample']:.4f} ms/sample",
-             "Per-class recall:"]
-    lines += [f"  {name:<11s} {100 * r:5.1f}%" for name, r in snap["per_class_recall"].items()]
+    """The test report: accuracy (and, when scored, accuracy with flip TTA), loss, latency, per-class recall."""
+    tta = snap.get("tta")
+    lines = [f"Test accuracy:           {100 * snap['accuracy']:.2f}% ({snap['correct']}/{snap['total']})"]
+    if tta:
+        lines.append(f"Test accuracy, flip TTA: {100 * tta['accuracy']:.2f}% ({tta['correct']}/{tta['total']})"
+                     + ("  (this recipe's measure)" if snap.get("recipe_uses_tta") else ""))
+    lines += [f"Test loss:               {snap['loss']:.4f}" + (f" (flip TTA {tta['loss']:.4f})" if tta else ""),
+              f"Latency:                 {snap['latency_s']:.3f} s total, {snap['ms_per_sample']:.4f} ms/sample",
+              "Per-class recall:" + ("  plain  flip TTA" if tta else "")]
+    for name, r in snap["per_class_recall"].items():
+        lines.append(f"  {name:<11s} {100 * r:5.1f}%" + (f"  {100 * tta['per_class_recall'][name]:5.1f}%" if tta
+                                                         else ""))
     return "\n".join(lines)
 
 
@@ -151,24 +178,53 @@ def save_confusion_png(confusion: list[list[int]], path: str | Path, title: str 
         plt.close(fig)
 
 
+def load_for_scoring(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The checkpoint's network on device and the checkpoint; one for another number of classes is a UserError."""
+    model, ckpt = load_model(checkpoint, map_location=device)
+    if model.classifier[-1].out_features != len(CLASSES):
+        raise UserError(f"{checkpoint}: the network predicts {model.classifier[-1].out_features} classes, "
+                        f"CIFAR-10 has {len(CLASSES)}")
+    return model, ckpt
+
+
+def score_model(model: torch.nn.Module, ckpt: dict[str, Any], source: str, images: np.ndarray, labels: np.ndarray,
+                device: torch.device, *, tta: str = "auto", batch_size: int = EVAL_BATCH_SIZE, amp: bool = False,
+                channels_last: bool = True) -> dict:
+    """Score a loaded checkpoint on (images, labels): the plain snapshot, with the flip-TTA figures under "tta"
+    when tta is "on", or "auto" and the checkpoint's recipe is scored with TTA. The one test scoring of the
+    project: `evaluate`, the end of every training run and time_to_accuracy all come here."""
+    label_smoothing = checkpoint_label_smoothing(ckpt, source)
+    recipe_uses_tta = checkpoint_tta(ckpt, source)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    loader = DeviceLoader(images, labels, batch_size, device, channels_last=channels_last)
+    precision = amp_dtype(device, amp)
+    plain = evaluate_model(model, loader, precision, label_smoothing=label_smoothing, num_classes=len(CLASSES))
+    with_tta = None
+    if tta == "on" or (tta == "auto" and recipe_uses_tta):
+        with_tta = snapshot(evaluate_model(model, loader, precision, label_smoothing=label_smoothing, tta=True,
+                                           num_classes=len(CLASSES)))
+    return snapshot(plain, checkpoint=source, device=str(device), batch_size=batch_size,
+                    precision=str(precision or torch.float32).removeprefix("torch."),
+                    loss_label_smoothing=label_smoothing, epoch=ckpt.get("epoch"), recipe_uses_tta=recipe_uses_tta,
+                    tta=with_tta)
+
+
+def score_checkpoint(checkpoint: str | Path, data_dir: str | None, device: torch.device, **options: Any) -> dict:
+    """Load the checkpoint and the CIFAR-10 test split, and score it (score_model's options)."""
+    model, ckpt = load_for_scoring(checkpoint, device)
+    data = load_cifar10(data_dir)
+    return score_model(model, ckpt, str(checkpoint), data.test_images, data.test_labels, device, **options)
+
+
 def run_evaluation(cfg: EvalConfig) -> dict:
-    """Check the configuration, load the checkpoint and the test split, and score the model: the snapshot."""
+    """Check the configuration, load the checkpoint (before the data: a bad one fails first) and the test split,
+    and score it: the snapshot."""
     check_config(cfg)
     device = resolve_device(cfg.device)
-    model, ckpt = load_model(cfg.checkpoint, map_location=device)
-    if model.classifier[-1].out_features != len(CLASSES):
-        raise UserError(f"{cfg.checkpoint}: the network predicts {model.classifier[-1].out_features} classes, "
-                        f"CIFAR-10 has {len(CLASSES)}")
-    label_smoothing = checkpoint_label_smoothing(ckpt, cfg.checkpoint)
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    model, ckpt = load_for_scoring(cfg.checkpoint, device)
     data = load_cifar10(cfg.data_dir, download=cfg.download)
-    loader = DeviceLoader(data.test_images, data.test_labels, cfg.batch_size, device, channels_last=cfg.channels_last)
-    precision = amp_dtype(device, cfg.amp)
-    metrics = evaluate_model(model, loader, precision, label_smoothing=label_smoothing, tta=cfg.tta,
-                             num_classes=len(CLASSES))
-    return snapshot(metrics, checkpoint=str(cfg.checkpoint), device=str(device), batch_size=cfg.batch_size,
-                    precision=str(precision or torch.float32).removeprefix("torch."), tta=cfg.tta,
-                    loss_label_smoothing=label_smoothing, epoch=ckpt.get("epoch"))
+    return score_model(model, ckpt, str(cfg.checkpoint), data.test_images, data.test_labels, device, tta=cfg.tta,
+                       batch_size=cfg.batch_size, amp=cfg.amp, channels_last=cfg.channels_last)
 
 
 def write_output(path: str | Path, what: str, write: Callable[[], None]) -> None:

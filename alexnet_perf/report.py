@@ -1,4 +1,4 @@
-"""`python -m alexnet_perf.report`: turn a benchmark JSON into tables, a plot and a section of benchmarks/RESULTS.md.
+"""`python -m alexnet_perf.report`: turn a benchmark JSON into tables, a plot and a section of a RESULTS.md file.
 
 Reads what `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` wrote (each case's extra_info is a
 results.CaseInfo: backend, device, precision, threads, batch size and ms per sample), and exports/parity.json (a
@@ -21,7 +21,7 @@ from . import cli
 from .atomic import check_writable, write_atomic
 from .errors import UserError
 from .parity import ParityReport
-from .results import CaseInfo, TimedArtifacts, from_dict, read_json, update_section
+from .results import LOCAL_RESULTS, CaseInfo, TimedArtifacts, from_dict, read_json, update_section
 
 PROG = "python -m alexnet_perf.report"
 _TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")
@@ -33,8 +33,8 @@ class ReportConfig:
                                                              "--benchmark-only --benchmark-json=PATH`")
     label: str = cli.option("cpu", "name of the run (e.g. cpu, h200): titles its RESULTS.md section, which a "
                                    "later report with the same label replaces")
-    results: str = cli.option("benchmarks/RESULTS.md", "markdown file whose section for --label is written or "
-                                                       "replaced")
+    results: str = cli.option(LOCAL_RESULTS, "markdown file whose section for --label is written or replaced "
+                                             "(benchmarks/RESULTS.md updates the project's committed figures)")
     plot: str | None = cli.option(None, "PNG of ms/sample against batch size (default: latency-LABEL.png beside "
                                         "--results)")
     parity: str = cli.option("exports/parity.json", "parity report whose test accuracies are shown when it was made "
@@ -198,14 +198,24 @@ def save_plot(entries: list[CaseInfo], path: str | Path, title: str) -> None:
     plt.close(fig)
 
 
+def _shown_folder(folder: str) -> str:
+    """A folder as a report may show it: relative to the working directory when inside it, else by its name alone,
+    so that no absolute path of the measuring machine reaches a committed file."""
+    path = Path(folder).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
 def _artifacts_line(artifacts: TimedArtifacts | None) -> str:
     if artifacts is None:
         return "none loaded (only backends that need no exported file ran)"
     if artifacts.source != "exports":
         return "a temporary export of a randomly initialised network (exports/ was incomplete; same cost)"
     if not artifacts.checkpoint_sha256:
-        return f"`{artifacts.folder}` (a mixed set: its files record different source checkpoints)"
-    return f"`{artifacts.folder}` (exported from checkpoint sha256 {artifacts.checkpoint_sha256[:12]}…)"
+        return f"`{_shown_folder(artifacts.folder)}` (a mixed set: its files record different source checkpoints)"
+    return f"`{_shown_folder(artifacts.folder)}` (exported from checkpoint sha256 {artifacts.checkpoint_sha256[:12]}…)"
 
 
 def render(cfg: ReportConfig, data: dict[str, Any], entries: list[CaseInfo], artifacts: TimedArtifacts | None,

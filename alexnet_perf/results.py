@@ -120,6 +120,12 @@ def machine_description() -> str:
     return text
 
 
+LOCAL_RESULTS = ".cache/results/RESULTS.md"
+"""Where the measuring commands write their sections by default: measuring a machine never edits the checkout.
+The project's committed figures (benchmarks/RESULTS.md and what lies beside it) change only when a command is
+given that path explicitly."""
+
+
 def update_section(path: str | Path, key: str, body: str) -> None:
     """Replace the text between `<!-- begin KEY -->` and `<!-- end KEY -->` in path, or append the section."""
     path = Path(path)

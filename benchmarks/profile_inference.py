@@ -21,10 +21,9 @@ import torch
 from alexnet_perf import cli
 from alexnet_perf.artifacts import FILES, INT8, ONNX, existing_artifact
 from alexnet_perf.backends import openvino_config
-from alexnet_perf.results import machine_description, update_section
+from alexnet_perf.results import LOCAL_RESULTS, machine_description, update_section
 
 PROG = "python benchmarks/profile_inference.py"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 @dataclass
@@ -34,7 +33,9 @@ class ProfileInferenceConfig:
     batch_size: int = cli.option(1, "images per call", at_least=1, at_most=4096)
     calls: int = cli.option(2000, "timed calls (after 50 untimed ones)", at_least=1)
     exports: str = cli.option("exports", "folder holding the exported ONNX files")
-    results: bool = cli.option(True, "write the table into benchmarks/RESULTS.md")
+    results: bool = cli.option(True, "write the table into --results-file")
+    results_file: str = cli.option(LOCAL_RESULTS, "markdown file holding the section (benchmarks/RESULTS.md updates "
+                                                  "the project's committed figures)")
 
 
 def profile(cfg: ProfileInferenceConfig) -> tuple[float, dict[str, float], int]:
@@ -80,8 +81,8 @@ def main(cfg: ProfileInferenceConfig) -> int:
     text = markdown(cfg, wall, per_type, operators)
     print(text)
     if cfg.results:
-        update_section(RESULTS, f"inference-profile-{cfg.precision}-b{cfg.batch_size}", text)
-        print(f"wrote {RESULTS}")
+        update_section(cfg.results_file, f"inference-profile-{cfg.precision}-b{cfg.batch_size}", text)
+        print(f"wrote {cfg.results_file}")
     return 0
 
 

@@ -34,11 +34,10 @@ from alexnet_perf import cli
 from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
-from alexnet_perf.results import machine_description, update_section
+from alexnet_perf.results import LOCAL_RESULTS, machine_description, update_section
 from alexnet_perf.train import Training, TrainConfig, build_training
 
 PROG = "python benchmarks/profile_step.py"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "training-step-profile"
 RECIPE = "fast"
 STEP_EVENT = "training step"  # record_function around each profiled step: its self time is Python between operators
@@ -66,7 +65,8 @@ class ProfileConfig:
     top: int = cli.option(12, "operators listed per variant, by self CPU time", at_least=1)
     json: str = cli.option("", "also write every figure as JSON here (empty string: don't)")
     results: bool = cli.option(True, f"rewrite the {SECTION} section of --results-file")
-    results_file: str = cli.option(str(RESULTS), "markdown file holding the section")
+    results_file: str = cli.option(LOCAL_RESULTS, "markdown file holding the section (benchmarks/RESULTS.md updates "
+                                                  "the project's committed figures)")
 
 
 @dataclass(frozen=True)

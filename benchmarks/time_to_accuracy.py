@@ -1,13 +1,15 @@
 """Time to accuracy: train a named recipe end to end for N seeds and report test accuracy and wall time.
 
     python benchmarks/time_to_accuracy.py --recipe fast --runs 3 [--data-dir D]
-    python benchmarks/time_to_accuracy.py --recipe seed --runs 1 --epochs 2   # the seed's epoch time, extrapolated
+    python benchmarks/time_to_accuracy.py --recipe original --runs 1 --epochs 2   # the original's epoch time, extrapolated
 
 Wall time counts everything a user waits for: data loading, compilation, training and the final test
 evaluation; each part is also reported on its own. Test accuracy is reported with and without flip TTA.
 Each run is recorded beside --results: time_to_accuracy-RECIPE.json, the time-to-accuracy-RECIPE section of
-RESULTS.md, and time-to-accuracy.png, test accuracy against wall time for every recipe recorded there. The seed
-recipe is drawn up to the seed's reported 83.18 % at 496 epochs, extrapolated from its measured epoch time.
+RESULTS.md, and time-to-accuracy.png, test accuracy against wall time for every recipe recorded there. --results
+defaults to .cache/results/RESULTS.md, so measuring never edits the checkout; --results benchmarks/RESULTS.md
+updates the project's figures. The original recipe is drawn up to the seed's reported 83.18 % at 496 epochs,
+extrapolated from its measured epoch time.
 """
 
 from __future__ import annotations
@@ -27,17 +29,15 @@ import torch
 
 from alexnet_perf import cli
 from alexnet_perf.atomic import check_writable, write_atomic, write_text_atomic
-from alexnet_perf.checkpoint import load_model
-from alexnet_perf.data import DATA_DIR_HELP, DeviceLoader, load_cifar10
+from alexnet_perf.data import DATA_DIR_HELP, load_cifar10
 from alexnet_perf.errors import UserError
-from alexnet_perf.evaluate import EVAL_BATCH_SIZE, evaluate_model
+from alexnet_perf.evaluate import score_checkpoint
 from alexnet_perf.recipes import RECIPES
-from alexnet_perf.results import from_dict, machine_description, update_section
-from alexnet_perf.runtime import amp_dtype, resolve_device
+from alexnet_perf.results import LOCAL_RESULTS, from_dict, machine_description, update_section
+from alexnet_perf.runtime import resolve_device
 from alexnet_perf.train import TrainConfig, train
 
 PROG = "python benchmarks/time_to_accuracy.py"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 PLOT_NAME = "time-to-accuracy.png"
 SEED_EPOCHS, SEED_ACCURACY = 496, 0.8318  # the seed's reported run: 83.18 % test accuracy after 496 epochs
 
@@ -47,14 +47,15 @@ class TimeToAccuracyConfig:
     recipe: str = cli.option("fast", f"recipe to train: {', '.join(RECIPES)}", choices=sorted(RECIPES))
     runs: int = cli.option(3, "number of seeds (0..runs-1)", at_least=1)
     epochs: int = cli.option(0, "train this many epochs instead of the recipe's (0: the recipe's); a few epochs of "
-                                "the seed recipe measure its epoch time, from which its 496 epochs are extrapolated",
+                                "the original recipe measure its epoch time, from which its 496 epochs are extrapolated",
                              at_least=0)
     data_dir: str | None = cli.option(None, DATA_DIR_HELP)
     parallel: int = cli.option(1, "train this many seeds at once, splitting the cores (accuracy runs; wall times "
                                   "are then not single-run figures)", at_least=1)
     keep: str = cli.option("", "keep the trained checkpoints in this folder (empty string: a temporary folder)")
     json: str = cli.option("", "also write the runs and their summary as JSON here (empty string: don't)")
-    results: str = cli.option(str(RESULTS), "markdown file whose time-to-accuracy-RECIPE section is rewritten; the "
+    results: str = cli.option(LOCAL_RESULTS, "markdown file whose time-to-accuracy-RECIPE section is rewritten "
+                                             "(benchmarks/RESULTS.md updates the project's committed figures); the "
                                             "runs are recorded beside it as time_to_accuracy-RECIPE.json and drawn, "
                                             f"with every other recipe recorded there, in {PLOT_NAME} (empty "
                                             "string: none of these)")
@@ -96,21 +97,16 @@ def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **over
     cfg = TrainConfig(recipe, seed=seed, data_dir=data_dir, checkpoint=str(workdir / f"{recipe}-{seed}.pth"),
                       tensorboard=False, **overrides)
     result = train(cfg)
-    device = resolve_device(cfg.device)
-    model, _ = load_model(cfg.checkpoint, map_location=device)
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    data = load_cifar10(data_dir)
-    test = DeviceLoader(data.test_images, data.test_labels, EVAL_BATCH_SIZE, device, channels_last=cfg.channels_last)
-    precision = amp_dtype(device, cfg.amp)
-    plain = evaluate_model(model, test, precision, cfg.label_smoothing, tta=False)
-    tta = evaluate_model(model, test, precision, cfg.label_smoothing, tta=True)
+    snap = score_checkpoint(cfg.checkpoint, data_dir, resolve_device(cfg.device), tta="on",
+                            channels_last=cfg.channels_last)
     wall = time.perf_counter() - start
-    return {"seed": seed, "test_accuracy": plain.accuracy, "per_class_recall": plain.per_class_recall(),
-            "per_class_recall_tta": tta.per_class_recall(), "test_accuracy_tta": tta.accuracy,
+    plain, tta = snap, snap["tta"]
+    return {"seed": seed, "test_accuracy": plain["accuracy"], "per_class_recall": list(plain["per_class_recall"].values()),
+            "per_class_recall_tta": list(tta["per_class_recall"].values()), "test_accuracy_tta": tta["accuracy"],
             "wall_seconds": wall, "data_seconds": result.data_seconds, "train_seconds": result.train_seconds,
-            "val_seconds": result.eval_seconds, "test_eval_seconds": plain.seconds + tta.seconds,
+            "val_seconds": result.eval_seconds, "test_eval_seconds": plain["latency_s"] + tta["latency_s"],
             "epochs": result.epochs_done, "images_per_second": result.images_per_second,
-            "threads": torch.get_num_threads(), "config": asdict(cfg)}
+            "threads": torch.get_num_threads(), "config": {**asdict(cfg), "checkpoint": Path(cfg.checkpoint).name}}
 
 
 def _run_in_worker(job: tuple[str, int, str | None, str, int, dict[str, Any]]) -> dict:
@@ -149,7 +145,7 @@ def extrapolated_seconds(run: dict, epochs: int = SEED_EPOCHS) -> float:
 
 
 def _is_extrapolated(recipe: str, runs: list[dict]) -> bool:
-    return recipe == "seed" and statistics.fmean(r["epochs"] for r in runs) < SEED_EPOCHS
+    return recipe == "original" and statistics.fmean(r["epochs"] for r in runs) < SEED_EPOCHS
 
 
 def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: str) -> str:
@@ -177,7 +173,7 @@ def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: s
 
 
 def save_plot(records: dict[str, dict], path: str | Path) -> None:
-    """Test accuracy against wall time (log scale): each run, each recipe's mean, and for the seed recipe a dashed
+    """Test accuracy against wall time (log scale): each run, each recipe's mean, and for the original recipe a dashed
     line from its measured epochs to the seed's 83.18 % at its extrapolated 496-epoch time. The legend's labels are
     also stored in the PNG's Description, so that a reader (or a test) can tell which recipes it shows."""
     import matplotlib
@@ -205,7 +201,7 @@ def save_plot(records: dict[str, dict], path: str | Path) -> None:
 
 
 def _plot_recipe(ax, recipe: str, runs: list[dict]) -> None:
-    """One recipe's runs and mean; the seed recipe's extrapolation when it ran fewer than the seed's epochs."""
+    """One recipe's runs and mean; the original recipe's extrapolation when it ran fewer than the seed's epochs."""
     walls, accs = [r["wall_seconds"] for r in runs], [100 * r["test_accuracy"] for r in runs]
     epochs = round(statistics.fmean(r["epochs"] for r in runs))
     points = ax.scatter(walls, accs, alpha=0.5, s=20)
@@ -216,7 +212,7 @@ def _plot_recipe(ax, recipe: str, runs: list[dict]) -> None:
         target = (statistics.fmean(extrapolated_seconds(r) for r in runs), 100 * SEED_ACCURACY)
         ax.plot([mean[0], target[0]], [mean[1], target[1]], linestyle="--", marker="*", markevery=[1],
                 markersize=12, color=points.get_facecolor()[0][:3],
-                label=f"seed (extrapolated): {SEED_EPOCHS} epochs at the measured epoch time")
+                label=f"original (extrapolated): {SEED_EPOCHS} epochs at the measured epoch time")
         ax.annotate("extrapolated", target, textcoords="offset points", xytext=(-10, 8), ha="right", fontsize=8)
 
 

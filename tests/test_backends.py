@@ -189,21 +189,35 @@ def test_openvino_backend_is_unavailable_when_openvino_cannot_be_imported(export
         create_backend("openvino-fp32", None, exported.out)
 
 
-def test_fp32_torch_backend_on_a_gpu_runs_without_tf32_and_restores_the_settings(monkeypatch):
+def _tf32_flags() -> tuple[bool, bool]:
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def _set_tf32_flags(cudnn: bool, matmul: bool) -> None:
+    # Plain assignments through torch's own setters: pytest's monkeypatch would undo them by deleting the
+    # attributes of torch's flag modules, which breaks every later read of the flags.
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
+def test_fp32_torch_backend_on_a_gpu_runs_without_tf32_and_restores_the_settings():
     seen = []
 
     def module(x: torch.Tensor) -> torch.Tensor:
-        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        seen.append(_tf32_flags())
         return x.flatten(1)[:, :10]
 
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    TorchBackend("eager-fp32-cuda", module, torch.device("cuda")).forward(_x(1))
-    TorchBackend("eager-bf16-cuda", module, torch.device("cpu"), torch.bfloat16).forward(_x(1))
-    with exact_fp32(torch.device("cpu")):
-        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
-    assert seen == [(False, False), (True, True), (True, True)]
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    before = _tf32_flags()
+    try:
+        _set_tf32_flags(True, True)
+        TorchBackend("eager-fp32-cuda", module, torch.device("cuda")).forward(_x(1))
+        TorchBackend("eager-bf16-cuda", module, torch.device("cpu"), torch.bfloat16).forward(_x(1))
+        with exact_fp32(torch.device("cpu")):
+            seen.append(_tf32_flags())
+        assert seen == [(False, False), (True, True), (True, True)]
+        assert _tf32_flags() == (True, True)
+    finally:
+        _set_tf32_flags(*before)
+    assert _tf32_flags() == before
 
 
 def test_a_set_without_the_cuda_aoti_package_makes_that_backend_unavailable(exported, tmp_path):

@@ -18,7 +18,7 @@ def test_compiled_amp_training_then_evaluation_on_real_cifar(real_cifar_dir, tmp
          "--checkpoint", str(ckpt), "--log-dir", str(tb)],
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert train.returncode == 0, train.stderr[-3000:]
-    assert "done: best val accuracy" in train.stdout
+    assert "done: kept epoch" in train.stdout and "(best val accuracy" in train.stdout
     saved = torch.load(ckpt, weights_only=True)
     assert saved["config"]["compile"] and saved["config"]["amp"]
     assert list(tb.glob("run_*/events.out.tfevents.*"))
@@ -35,5 +35,9 @@ def test_compiled_amp_training_then_evaluation_on_real_cifar(real_cifar_dir, tmp
     assert [sum(row) for row in confusion] == [1000] * 10  # the test split holds 1,000 images of each class
     assert snap["correct"] == sum(confusion[i][i] for i in range(10))
     assert list(snap["per_class_recall"].values()) == [confusion[i][i] / 1000 for i in range(10)]
-    assert f"Test accuracy: {100 * snap['accuracy']:.2f}% ({snap['correct']}/10000)" in evaluate.stdout
+    figure = f"{100 * snap['accuracy']:.2f}% ({snap['correct']}/10000)"
+    assert figure in evaluate.stdout
+    printed = [line for line in train.stdout.splitlines() if line.startswith("Test accuracy")]
+    assert printed == [line for line in evaluate.stdout.splitlines() if line.startswith("Test accuracy")]
+    assert figure in printed[0] and "flip TTA" in printed[1]  # the recipe (fast, the default) is scored with TTA
     assert (tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

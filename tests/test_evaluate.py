@@ -51,7 +51,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         mp.chdir(root)
         data_dir = make_synthetic_cifar(root / "cifar")
         checkpoint = root / "model.pth"
-        train(TrainConfig("seed", epochs=1, batch_size=16, val_size=64, data_dir=str(data_dir),
+        train(TrainConfig("original", epochs=1, batch_size=16, val_size=64, data_dir=str(data_dir),
                           checkpoint=str(checkpoint), tensorboard=False, device="cpu"))
     return data_dir, checkpoint
 

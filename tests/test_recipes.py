@@ -10,7 +10,7 @@ from alexnet_perf import cli
 from alexnet_perf.ema import EMA
 from alexnet_perf.evaluate import predict
 from alexnet_perf.model import AlexNetCifar
-from alexnet_perf.recipes import RECIPES
+from alexnet_perf.recipes import DEFAULT_RECIPE, RECIPES
 from alexnet_perf.errors import UserError
 from alexnet_perf.train import TrainConfig, lr_factor, parameter_groups
 
@@ -80,7 +80,9 @@ def test_every_recipe_names_only_real_options():
     for recipe, values in RECIPES.items():
         assert set(values) <= names, recipe
         assert TrainConfig(recipe).recipe == recipe
-    assert TrainConfig("seed") == TrainConfig()
+    assert TrainConfig(DEFAULT_RECIPE) == TrainConfig() and DEFAULT_RECIPE == "fast"
+    assert TrainConfig("original") == TrainConfig(**{f.name: f.default for f in dataclasses.fields(TrainConfig)
+                                                     if f.name != "recipe"}, recipe="original")
 
 
 def test_a_recipe_named_in_python_applies_its_settings():
@@ -98,7 +100,7 @@ def test_an_unknown_recipe_is_a_user_error():
 def test_recipe_flag_sets_defaults_that_other_flags_override():
     cfg = cli.parse(TrainConfig, "train", "", ["--recipe", "fast", "--epochs", "3", "--no-amp"])
     assert cfg == TrainConfig("fast", epochs=3, amp=False)
-    assert cfg.lr == RECIPES["fast"]["lr"] != TrainConfig().lr
+    assert cfg.lr == RECIPES["fast"]["lr"] != TrainConfig("original").lr
 
 
 def test_command_line_rebuilds_a_recipe_configuration():

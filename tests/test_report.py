@@ -188,7 +188,7 @@ def test_report_of_a_real_benchmark_run_shows_a_real_parity_runs_accuracy(export
     assert row(text, 1, "eager-fp32", "cpu")[7] == "1.00×"
     for name in timed:
         assert row(text, 1, name, "cpu")[-1] == f"{100 * accuracies[name]:.2f}%", name
-    assert f"`{exports}` (exported from checkpoint sha256 {checked.checkpoint_sha256[:12]}…)" in text
+    assert f"`{exports.name}` (exported from checkpoint sha256 {checked.checkpoint_sha256[:12]}…)" in text
 
 
 def test_gpu_recipe_steps_show_each_recipes_time_per_epoch(tmp_path):

@@ -73,33 +73,33 @@ def test_summary_and_table_report_mean_and_sd(tta_module):
     assert "xtrapolated" not in table
 
 
-def test_seed_time_is_extrapolated_from_its_measured_epoch_time(tta_module):
+def test_the_original_recipes_time_is_extrapolated_from_its_measured_epoch_time(tta_module):
     run = {"wall_seconds": 100.0, "train_seconds": 60.0, "val_seconds": 6.0, "epochs": 1}
     assert tta_module.extrapolated_seconds(run) == pytest.approx(100.0 + 66.0 * 495)
     runs = [{**_runs(epochs=1)[0], **run}]
-    table = tta_module.markdown("seed", runs, tta_module.summarize(runs), "cmd", "date")
+    table = tta_module.markdown("original", runs, tta_module.summarize(runs), "cmd", "date")
     assert "Extrapolated to the seed's 496 epochs" in table and "≈ 9.1 h" in table
 
 
 def test_a_run_records_json_section_and_a_picture_of_every_recipe_recorded(tta_module, synthetic_cifar, tmp_path,
                                                                           capsys):
     results = tmp_path / "bench" / "RESULTS.md"
-    seed_run = tta_module.run_once("seed", 0, str(synthetic_cifar), tmp_path, epochs=1, batch_size=16, val_size=64,
+    seed_run = tta_module.run_once("original", 0, str(synthetic_cifar), tmp_path, epochs=1, batch_size=16, val_size=64,
                                    device="cpu")
-    tta_module.publish(results, _record("seed", [seed_run]))
+    tta_module.publish(results, _record("original", [seed_run]))
     code, out, err = _cli(tta_module, capsys, "--recipe", "fast", "--runs", "1", "--epochs", "1", "--data-dir",
                           str(synthetic_cifar), "--results", str(results), "--json", str(tmp_path / "fast.json"))
     assert code == 0, err
     plot = results.parent / "time-to-accuracy.png"
     assert f"wrote {plot}" in out and f"wrote {tmp_path / 'fast.json'}" in out
     labels = _plot_labels(plot)
-    assert "fast: 1 epochs, mean of 1 run" in labels and "seed: 1 epochs" in labels
-    assert "seed (extrapolated)" in labels and "best" not in labels
+    assert "fast: 1 epochs, mean of 1 run" in labels and "original: 1 epochs" in labels
+    assert "original (extrapolated)" in labels and "best" not in labels
     saved = json.loads((results.parent / "time_to_accuracy-fast.json").read_text())
     assert saved == json.loads((tmp_path / "fast.json").read_text()) and len(saved["runs"]) == 1
     assert saved["command"].startswith("python benchmarks/time_to_accuracy.py --runs 1 --epochs 1")
     text = results.read_text()
-    assert "<!-- begin time-to-accuracy-fast -->" in text and "<!-- begin time-to-accuracy-seed -->" in text
+    assert "<!-- begin time-to-accuracy-fast -->" in text and "<!-- begin time-to-accuracy-original -->" in text
 
 
 def test_report_only_records_a_saved_json_and_redraws_the_picture(tta_module, tmp_path, capsys):

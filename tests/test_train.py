@@ -13,7 +13,7 @@ from alexnet_perf.train import Training, TrainConfig, build_training, lr_factor,
 def tiny_config(data_dir, tmp_path, **overrides) -> TrainConfig:
     base = dict(epochs=2, batch_size=16, val_size=64, data_dir=str(data_dir), checkpoint=str(tmp_path / "m.pth"),
                 tensorboard=False, log_every=3, device="cpu")
-    return TrainConfig(**{**base, **overrides})
+    return TrainConfig(**{"recipe": "original", **base, **overrides})
 
 
 class StopAfter:

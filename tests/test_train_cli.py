@@ -57,7 +57,7 @@ def test_recipe_flag_trains_that_recipe_with_overrides(synthetic_cifar, tmp_path
     out = train_cli("--recipe", "fast", "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--data-dir",
                     str(synthetic_cifar), "--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "done: no validation split; kept epoch 1" in out.stdout
+    assert "done: kept the last epoch (1; no validation split)" in out.stdout
     saved = load_checkpoint(tmp_path / "m.pth")["config"]
     expected = TrainConfig("fast", epochs=1, batch_size=16)
     assert {k: saved[k] for k in RECIPES["fast"]} == {k: getattr(expected, k) for k in RECIPES["fast"]}
