@@ -15,6 +15,7 @@ Inductor fuses both into the neighbouring BatchNorm and ReLU kernels.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -121,12 +122,18 @@ def _inductor_with_cpu_rewrites() -> Callable:
 
     def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
         if not failed:
-            try:
-                with torch._functorch.config.patch(enable_autograd_cache=False):
-                    return compile_fx(gm, example_inputs, decompositions=table)
-            except Exception as e:  # noqa: BLE001 - any failure of the rewrites falls back to stock inductor
-                failed.append(e)
-                fallback_notice(e)
+            with warnings.catch_warnings(record=True) as caught:  # a failed attempt's warnings are not the user's
+                warnings.simplefilter("always")
+                try:
+                    with torch._functorch.config.patch(enable_autograd_cache=False):
+                        compiled = compile_fx(gm, example_inputs, decompositions=table)
+                except Exception as e:  # noqa: BLE001 - any failure of the rewrites falls back to stock inductor
+                    failed.append(e)
+            if not failed:
+                for w in caught:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                return compiled
+            fallback_notice(failed[0])
         return compile_fx(gm, example_inputs)
 
     return backend

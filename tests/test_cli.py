@@ -3,12 +3,16 @@ with exit status 2 before any work, and user mistakes never end in a traceback."
 
 import dataclasses
 import importlib
+import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from alexnet_perf import cli
+
+from conftest import benchmark_script
 
 # module: (configuration class, an option given a value outside its range)
 COMMANDS = {
@@ -80,3 +84,36 @@ def test_offline_download_fails_in_one_line_naming_the_source(tmp_path):
               cwd=tmp_path)
     assert out.returncode == 2 and "downloading https://" in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+def test_commands_drop_only_torchs_no_cuda_runtime_notice():
+    """torch logs "No CUDA runtime is found" when a CPU-only machine has a CUDA toolkit; commands drop that line
+    and nothing else of torch's."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        assert cli.run(dataclasses.make_dataclass("Nothing", []), lambda cfg: 0, "prog", "", []) == 0
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local/cuda")
+        logger.warning("something else")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["something else"]
+
+
+@pytest.mark.parametrize("script, config, field", [
+    ("time_to_accuracy", "TimeToAccuracyConfig", "results"),
+    ("profile_step", "ProfileConfig", "results_file"),
+    ("profile_inference", "ProfileInferenceConfig", "results_file"),
+])
+def test_measuring_scripts_write_under_cache_by_default(script, config, field):
+    for module in benchmark_script(script):
+        assert Path(getattr(getattr(module, config)(), field)).parts[0] == ".cache"
+
+
+def test_report_writes_under_cache_by_default():
+    from alexnet_perf.report import ReportConfig
+
+    assert Path(ReportConfig().results).parts[0] == ".cache"

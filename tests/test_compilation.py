@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_perf import compilation
+from alexnet_perf import cli, compilation
 from alexnet_perf.compilation import (BATCH_NORM_BACKWARD, POOL, _batch_norm_backward_low_precision,
                                       _pool_2x2, _pool_2x2_backward, compile_network)
 from alexnet_perf.model import AlexNetCifar
@@ -133,3 +133,39 @@ def test_compiled_bf16_training_step_of_the_network_matches_eager():
             assert eager.abs().max() < 1e-3 and compiled.abs().max() < 1e-3, name
         else:
             assert nn.functional.cosine_similarity(eager.flatten(), compiled.flatten(), dim=0) > 0.99, name
+
+
+def test_compile_says_in_one_line_when_the_rewrites_cannot_be_built_and_uses_stock_inductor(monkeypatch, capsys):
+    def moved():
+        raise ImportError("cannot import name 'select_decomp_table'")
+
+    monkeypatch.setattr(compilation, "_inductor_with_cpu_rewrites", moved)
+    net = compile_network(nn.Linear(2, 2), torch.device("cpu"))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ImportError: cannot import name 'select_decomp_table'" in err
+    assert "compiling with stock inductor" in err and hasattr(net, "_orig_mod")
+
+
+def test_compile_falls_back_to_stock_inductor_in_one_line_when_the_rewrites_fail_at_the_first_compile(
+        monkeypatch, capsys):
+    """The rewrites are traced only when the step is first compiled: a failure there (inductor internals that
+    moved) must not end the run; the step compiles with stock inductor and computes what eager computes."""
+    def moved(*args):
+        raise RuntimeError("inductor internals moved")
+
+    monkeypatch.setattr(compilation, "_pool_2x2_backward", moved)
+    cli.quiet_cpu_only_warnings()  # as every command does
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2)).train()
+    x = torch.randn(2, 3, 8, 8)
+    torch.compiler.reset()
+    grads = []
+    for net in (compile_network(model, torch.device("cpu")), model):
+        model.zero_grad()
+        net(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError: inductor internals moved" in err
+    assert "compiling with stock inductor" in err
+    for compiled, eager in zip(*grads):
+        torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-4)

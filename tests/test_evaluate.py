@@ -1,6 +1,7 @@
 """python -m alexnet_perf.evaluate: the scores it computes, and every mistake refused in one line before work."""
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -126,3 +127,46 @@ def test_checkpoint_with_a_malformed_label_smoothing_is_refused(trained, tmp_pat
     torch.save(ckpt, odd)
     code, out, err = _evaluate((data_dir, odd), tmp_path, capsys)
     _assert_refused_up_front(code, out, err, "label_smoothing must be a number")
+
+
+def _with_recorded_tta(trained, tmp_path: Path, tta: bool) -> tuple[Path, Path]:
+    """(data dir, a copy of the trained checkpoint whose recipe records tta as given)."""
+    data_dir, checkpoint = trained
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["config"]["tta"] = tta
+    path = tmp_path / f"tta-{tta}.pth"
+    torch.save(ckpt, path)
+    return data_dir, path
+
+
+def test_by_default_the_flip_tta_figure_is_printed_only_for_a_recipe_scored_with_it(trained, tmp_path, capsys):
+    code, out, _ = _evaluate(_with_recorded_tta(trained, tmp_path, True), tmp_path, capsys,
+                             "--json", str(tmp_path / "s.json"))
+    snap = json.loads((tmp_path / "s.json").read_text())
+    assert code == 0 and snap["recipe_uses_tta"] and snap["tta"]["total"] == snap["total"]
+    assert f"Test accuracy, flip TTA: {100 * snap['tta']['accuracy']:.2f}%" in out and "this recipe's measure" in out
+    assert f"Test accuracy:           {100 * snap['accuracy']:.2f}%" in out
+    code, out, _ = _evaluate(_with_recorded_tta(trained, tmp_path, False), tmp_path, capsys)
+    assert code == 0 and "Test accuracy:" in out and "flip TTA" not in out
+
+
+@pytest.mark.parametrize("recorded, flag, shown", [(False, "on", True), (True, "off", False)])
+def test_tta_flag_overrides_what_the_checkpoint_records(trained, tmp_path, capsys, recorded, flag, shown):
+    code, out, _ = _evaluate(_with_recorded_tta(trained, tmp_path, recorded), tmp_path, capsys, "--tta", flag)
+    assert code == 0 and ("Test accuracy, flip TTA" in out) == shown and "this recipe's measure" not in out
+
+
+def test_the_flip_tta_figure_scores_the_mean_logits_of_each_image_and_its_mirror(trained, tmp_path, capsys):
+    data_dir, checkpoint = _with_recorded_tta(trained, tmp_path, True)
+    _evaluate((data_dir, checkpoint), tmp_path, capsys, "--json", str(tmp_path / "s.json"))
+    snap = json.loads((tmp_path / "s.json").read_text())
+    from alexnet_perf.checkpoint import load_model
+    from alexnet_perf.data import load_cifar10
+
+    model, _ = load_model(checkpoint)
+    data = load_cifar10(str(data_dir))
+    x = next(iter(DeviceLoader(data.test_images, data.test_labels, len(data.test_labels), torch.device("cpu"))))[0]
+    with torch.no_grad():
+        model.eval()
+        mean = (model(x) + model(x.flip(3))) / 2
+    assert snap["tta"]["correct"] == int((mean.argmax(1) == torch.as_tensor(data.test_labels)).sum())

@@ -58,6 +58,16 @@ def test_recipe_flag_trains_that_recipe_with_overrides(synthetic_cifar, tmp_path
                     str(synthetic_cifar), "--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "done: kept the last epoch (1; no validation split)" in out.stdout
+    printed = out.stdout.split("done:", 1)[1].splitlines()[1:]  # the test report of the checkpoint it kept
+    assert printed[0].startswith("Test accuracy:") and printed[1].startswith("Test accuracy, flip TTA:")
+    assert "Per-class recall:  plain  flip TTA" in printed and len([p for p in printed if "%" in p]) == 2 + 10
+    evaluated = subprocess.run([sys.executable, "-m", "alexnet_perf.evaluate", "--checkpoint", str(tmp_path / "m.pth"),
+                                "--data-dir", str(synthetic_cifar), "--device", "cpu", "--confusion-png", ""],
+                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    def scores(lines: list[str]) -> list[str]:
+        return [line for line in lines if not line.startswith("Latency:")]
+
+    assert evaluated.returncode == 0 and scores(evaluated.stdout.splitlines()) == scores(printed)
     saved = load_checkpoint(tmp_path / "m.pth")["config"]
     expected = TrainConfig("fast", epochs=1, batch_size=16)
     assert {k: saved[k] for k in RECIPES["fast"]} == {k: getattr(expected, k) for k in RECIPES["fast"]}
