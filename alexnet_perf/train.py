@@ -82,7 +82,9 @@ class TrainSettings:
                                         "image; validation and test stay 32x32)", at_least=0)
     low_res_size: int = cli.option(24, "input size of the first --low-res-epochs epochs, in pixels", at_least=8,
                                    at_most=32)
-    tta: bool = cli.option(False, "validate with test-time augmentation (mean logits of image and mirror image)")
+    tta: bool = cli.option(False, "score this recipe with flip test-time augmentation (mean logits of image and "
+                                  "mirror image): validation uses it, and the closing test report and evaluate "
+                                  "show it beside the plain figure (recorded in the checkpoint)")
     val_size: int = cli.option(10_000, "last N training images held out for validation (0: train on all 50,000)",
                                at_least=0)
     limit_train: int = cli.option(0, "train on only the first N training images, for quick runs (0: all)",
@@ -555,7 +557,7 @@ def main(cfg: TrainConfig) -> int:
 DESCRIPTION = (
     "Train the seed's AlexNet-style CNN on CIFAR-10 and print the kept checkpoint's test accuracy (plain, and with "
     "flip TTA where the recipe is scored so) and per-class recall, as `python -m alexnet_perf.evaluate` does. The "
-    "default recipe, fast, reaches the original run's 83.18%% with flip TTA in about 2 minutes on a 2-core CPU; "
+    "default recipe, fast, reaches the original run's 83.18% with flip TTA in about 2 minutes on a 2-core CPU; "
     "--recipe best|original switch to the others, and any flag overrides the recipe. The best-validation "
     "checkpoint goes to --checkpoint, the last epoch's beside it; an existing one is never replaced unless "
     "--overwrite is given. Ctrl-C saves the run (exit status 130) and --resume continues it exactly. Exit status: "
