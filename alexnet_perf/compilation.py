@@ -141,10 +141,13 @@ def _inductor_with_cpu_rewrites() -> Callable:
 
 def compile_network(model: nn.Module, device: torch.device) -> nn.Module:
     """torch.compile for training: on a CPU with the rewrites (above), elsewhere as is. They use inductor
-    internals; where those differ (another torch version), stock inductor is used, and a line says so."""
+    internals; where those differ (another torch version), stock inductor is used, and a line says so.
+    Shapes stay static (dynamic=False): a run sees at most two input sizes (low-resolution first epochs, then
+    32×32), and each gets its own graph with kernels specialised to it, where torch's default would recompile the
+    second size into one shape-generic graph with slower kernels."""
     if device.type == "cpu":
         try:
-            return torch.compile(model, backend=_inductor_with_cpu_rewrites())
+            return torch.compile(model, backend=_inductor_with_cpu_rewrites(), dynamic=False)
         except (ImportError, AttributeError, KeyError) as e:
             fallback_notice(e)
-    return torch.compile(model)
+    return torch.compile(model, dynamic=False)

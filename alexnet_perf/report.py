@@ -296,4 +296,4 @@ if __name__ == "__main__":
     raise SystemExit(cli.run(ReportConfig, main, PROG,
                              "Turn a pytest-benchmark JSON of benchmarks/ into a markdown table (ms/sample, "
                              "samples/s, speed-up vs PyTorch eager fp32, parity's test accuracy) and a latency plot, "
-                             "in a marked section of benchmarks/RESULTS.md."))
+                             "in a marked section of a RESULTS file (.cache/results/RESULTS.md unless --results says otherwise)."))
