@@ -169,3 +169,26 @@ def test_compile_falls_back_to_stock_inductor_in_one_line_when_the_rewrites_fail
     assert "compiling with stock inductor" in err
     for compiled, eager in zip(*grads):
         torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-4)
+
+
+def test_each_input_size_gets_a_graph_with_static_shapes(monkeypatch):
+    """The tuned recipes switch from 24×24 to 32×32: the second size must not turn into one shape-generic graph."""
+    import torch._inductor.compile_fx as inductor
+
+    shapes, compile_fx = [], inductor.compile_fx
+
+    def recording(gm, example_inputs, **kwargs):
+        shapes.append([tuple(x.shape) if isinstance(x, torch.Tensor) else x for x in example_inputs])
+        return compile_fx(gm, example_inputs, **kwargs)
+
+    monkeypatch.setattr(inductor, "compile_fx", recording)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)).eval()
+    torch.compiler.reset()
+    net = compile_network(model, torch.device("cpu"))
+    with torch.no_grad():
+        for size in (6, 8, 6, 8):
+            torch.testing.assert_close(net(torch.randn(2, 3, size, size)).shape, torch.Size([2, 4, size // 2, size // 2]))
+    assert len(shapes) == 2
+    assert all(isinstance(d, int) for inputs in shapes for item in inputs
+               for d in (item if isinstance(item, tuple) else (item,)) if not isinstance(d, torch.Tensor))
+    assert [inputs[-1] for inputs in shapes] == [(2, 3, 6, 6), (2, 3, 8, 8)]
