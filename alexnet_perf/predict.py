@@ -159,6 +159,9 @@ def classify(backend: Backend, images: np.ndarray, files: Sequence[str]) -> Pred
     """uint8 (N, 3, 32, 32) images → each one's class probabilities under backend, with the call's latency."""
     x = normalize(torch.from_numpy(images), channels_last=False).to(backend.device)
     logits, seconds = timed_logits(backend, x)
+    if logits.ndim != 2 or logits.shape[1] != len(CLASSES):
+        raise UserError(f"{backend.name} returns logits of shape {tuple(logits.shape)}, not (N, {len(CLASSES)}): "
+                        f"its model is not a CIFAR-10 network of this project")
     probabilities = torch.softmax(logits.float().cpu(), dim=1).tolist()
     predictions = [Prediction(str(f), tuple(p)) for f, p in zip(files, probabilities)]
     return PredictResult(backend.name, str(backend.device), predictions, seconds)
