@@ -7,14 +7,17 @@ numeric field against its declared range, call the command's function, and turn 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import shlex
+import signal
 import sys
+import threading
 import typing
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from .errors import UserError
+from .errors import Terminated, UserError
 
 C = TypeVar("C")
 _BOUNDS = {"at_least": ">=", "above": ">", "at_most": "<=", "below": "<"}
@@ -133,16 +136,39 @@ def command_line(prog: str, config: Any) -> str:
     return " ".join([prog, *map(shlex.quote, parts)])
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises Terminated (so that finally blocks clean up) instead of killing the
+    process outright; a no-op outside the main thread, where Python cannot install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, description: str,
         argv: Sequence[str] | None = None) -> int:
     """Parse argv into config_cls and run command; a user mistake ends as `prog: error: ...` with exit status 2,
-    Ctrl-C that the command does not handle itself as `prog: interrupted` with 130."""
+    Ctrl-C that the command does not handle itself as `prog: interrupted` with 130, SIGTERM as `prog: terminated`
+    with 143 (after the command's cleanup ran)."""
     try:
-        config = parse(config_cls, prog, description, argv)
-        return command(config) or 0
+        with sigterm_raises():
+            config = parse(config_cls, prog, description, argv)
+            return command(config) or 0
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143

@@ -3,7 +3,7 @@
 One loop for every configuration: eager or torch.compile, fp32 or bf16/fp16 autocast, channels-last or not.
 `build_training` makes everything a run updates (one `Training` object); checkpoint.py turns it into a checkpoint
 and back. Checkpoints are written atomically each epoch (best on validation accuracy, and the last one for
---resume), never with non-finite weights; Ctrl-C saves the exact mid-epoch state, and --resume continues as if the
+--resume), never with non-finite weights; Ctrl-C or SIGTERM saves the exact mid-epoch state, and --resume continues as if the
 run had never stopped. An existing run is never replaced unless --overwrite says so.
 """
 
@@ -23,12 +23,12 @@ import torch
 from torch import nn
 
 from . import cli
-from .atomic import check_writable, check_writable_dir
+from .atomic import check_writable, check_writable_dir, claim_output
 from .checkpoint import (DEFAULT_CHECKPOINT, last_path, load_checkpoint, restore_training, save_atomic,
                          training_checkpoint)
 from .compilation import compile_network
 from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10, normalize, split_train_val
-from .errors import UserError
+from .errors import Terminated, UserError
 from .ema import EMA
 from .evaluate import EVAL_BATCH_SIZE, EvalMetrics, evaluate_model
 from .init import whiten_first_conv
@@ -395,6 +395,21 @@ def _diverged(t: Training, where: str) -> UserError:
     return UserError(f"training diverged {where} (try a lower --lr); {saved}")
 
 
+def save(t: Training, snapshot: dict[str, Any], path: str | Path) -> None:
+    """save_atomic, with a refused write (full disk, quota, read-only folder) ending the run in one line that says
+    which saved state --resume continues from."""
+    try:
+        save_atomic(snapshot, path)
+    except UserError as e:
+        last = last_path(t.cfg.checkpoint)
+        try:
+            kept = (f"the last saved state is {last} (epoch {load_checkpoint(last)['epoch']}); make room and "
+                    f"continue it with --resume")
+        except UserError:
+            kept = "no saved state to continue from"
+        raise UserError(f"{e}; {kept}") from None
+
+
 def train_epoch(t: Training, log: _Logger, stop: StopFlag | None) -> bool:
     """Run the rest of the current epoch; True when stop was set (the exact state is then saved to the last
     checkpoint). Losses are read back every --log-every steps, and a non-finite one ends the run."""
@@ -422,7 +437,7 @@ def train_epoch(t: Training, log: _Logger, stop: StopFlag | None) -> bool:
         if stopping:
             if not _all_finite(t.model):
                 raise _diverged(t, f"at epoch {p.epoch + 1}, batch {i + 1}: the weights became non-finite")
-            save_atomic(training_checkpoint(t, {}), last_path(cfg.checkpoint))
+            save(t, training_checkpoint(t, {}), last_path(cfg.checkpoint))
             return True
     return False
 
@@ -455,9 +470,9 @@ def finish_epoch(t: Training, log: _Logger, epoch_start: float) -> None:
     if improved:
         p.best_val_accuracy, p.best_epoch = (val.accuracy if val else -1.0), p.epoch
     snapshot = training_checkpoint(t, metrics)
-    save_atomic(snapshot, last_path(cfg.checkpoint))
+    save(t, snapshot, last_path(cfg.checkpoint))
     if improved:
-        save_atomic(snapshot, cfg.checkpoint)
+        save(t, snapshot, cfg.checkpoint)
     line = (f"epoch {p.epoch}/{cfg.epochs}  train loss {metrics['train_loss']:.4f} "
             f"acc {100 * metrics['train_accuracy']:.2f}%")
     if val is not None:
@@ -482,7 +497,14 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
-    """Train per cfg. If stop becomes set, save the exact state to the last checkpoint and return early."""
+    """Train per cfg, holding the claim on its checkpoint (a second run on it is refused, not raced). If stop becomes
+    set, save the exact state to the last checkpoint and return early."""
+    check_writable(cfg.checkpoint, "--checkpoint")
+    with claim_output(cfg.checkpoint, "--checkpoint"):
+        return _train(cfg, stop)
+
+
+def _train(cfg: TrainConfig, stop: StopFlag | None) -> TrainResult:
     wall_start = time.perf_counter()
     cfg, ckpt = prepare_run(cfg)
     data_start = time.perf_counter()
@@ -511,35 +533,45 @@ def train(cfg: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
 
 
 class CtrlC:
-    """SIGINT handler and stop flag: the first Ctrl-C asks the loop to save after the current step, a second one
-    aborts at once (KeyboardInterrupt: exit status 130 without saving)."""
+    """SIGINT and SIGTERM handler and stop flag: the first signal asks the loop to save after the current step, a
+    second one aborts at once without saving (KeyboardInterrupt, exit status 130, or Terminated, 143). SIGTERM is
+    how schedulers and container runtimes stop a job, so it saves the run exactly as Ctrl-C does."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.signum: int | None = None
 
     def is_set(self) -> bool:
         return self.event.is_set()
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.event.is_set():
-            raise KeyboardInterrupt
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.signum = signum
         self.event.set()
-        print("\nCtrl-C: saving the last checkpoint after this step (press again to abort without saving)",
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        print(f"\n{name}: saving the last checkpoint after this step (signal again to abort without saving)",
               file=sys.stderr, flush=True)
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal that stopped the run: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + (self.signum or signal.SIGINT)
 
 
 def main(cfg: TrainConfig) -> int:
-    """Train with the Ctrl-C handler installed; 130 when interrupted (state saved), 0 when done."""
+    """Train with the SIGINT/SIGTERM handler installed; 130 or 143 when stopped by one (state saved), 0 when done."""
     stop = CtrlC()
-    previous = signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(cfg, stop)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if result.interrupted:
         print(f"interrupted: state saved to {last_path(result.checkpoint)}; continue with the same command plus "
               f"--resume", file=sys.stderr)
-        return 130
+        return stop.exit_status
     best = (f"best val accuracy {100 * result.best_val_accuracy:.2f}% at epoch {result.best_epoch}"
             if result.best_val_accuracy is not None else f"no validation split; kept epoch {result.best_epoch}")
     print(f"done: {best}; wall time {result.wall_seconds:.1f} s; {result.images_per_second:.0f} images/s mean; "
@@ -551,8 +583,10 @@ DESCRIPTION = (
     "Train the seed's AlexNet-style CNN on CIFAR-10. Defaults reproduce the seed's recipe (500 epochs: hours on a "
     "CPU); --recipe fast|best switch to the tuned ones, and any flag overrides the recipe. The best-validation "
     "checkpoint goes to --checkpoint, the last epoch's beside it; an existing one is never replaced unless "
-    "--overwrite is given. Ctrl-C saves the run (exit status 130) and --resume continues it exactly. Exit status: "
-    "0 done, 2 a bad option or input (one line on stderr), 130 interrupted.")
+    "--overwrite is given, and a second run on the same checkpoint is refused while the first holds it. Ctrl-C or "
+    "SIGTERM saves the run (exit status 130 or 143) and --resume continues it exactly. Exit status: 0 done, 2 a bad "
+    "option or input, a refused write (full disk) or a checkpoint in use (one line on stderr), 130 interrupted, "
+    "143 terminated.")
 
 if __name__ == "__main__":
     raise SystemExit(cli.run(TrainConfig, main, PROG, DESCRIPTION))

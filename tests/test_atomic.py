@@ -3,7 +3,6 @@ written through, a full disk is one UserError that keeps the previous file, and 
 one wins, also across processes."""
 
 import errno
-import io
 import os
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from alexnet_perf import atomic
 from alexnet_perf.atomic import claim_output, write_atomic, write_text_atomic
 from alexnet_perf.checkpoint import save_atomic
 from alexnet_perf.errors import UserError
+
+from conftest import full_disk
 
 
 def test_links_planted_at_predictable_temporary_names_are_never_written_through(tmp_path):
@@ -34,30 +35,6 @@ def test_a_link_at_the_target_itself_is_replaced_not_followed(tmp_path):
     (tmp_path / "x.json").symlink_to(secret)
     write_text_atomic(tmp_path / "x.json", "new")
     assert secret.read_text() == "precious" and (tmp_path / "x.json").read_text() == "new"
-
-
-class _FullDisk(io.RawIOBase):
-    """A file that takes `room` bytes and then fails as a full disk does."""
-
-    def __init__(self, fd: int, room: int) -> None:
-        self.fd, self.room = fd, room
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return os.write(self.fd, data)
-
-    def fileno(self) -> int:
-        return self.fd
-
-
-def full_disk(monkeypatch, room: int = 1000) -> None:
-    """Make every atomic write in this test hit a full disk after `room` bytes."""
-    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: io.BufferedWriter(_FullDisk(fd, room)))
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "text"])
