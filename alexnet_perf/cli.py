@@ -20,6 +20,10 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from .errors import Terminated, UserError
 
 C = TypeVar("C")
+EXIT_STATUSES = ("exit status: 0 done; 1 a check failed (parity out of tolerance); 2 a bad option or input, a write "
+                 "the machine refused (full disk, read-only folder) or an output another run is writing, said in one "
+                 "line on stderr; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Files are written atomically: "
+                 "an earlier good file is never left half-replaced.")
 _BOUNDS = {"at_least": ">=", "above": ">", "at_most": "<=", "below": "<"}
 
 
@@ -62,13 +66,21 @@ def validate(config: Any) -> None:
             raise UserError(f"{flag(f.name)} must be {want}, got {value!r}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors (unknown flag, invalid choice, missing value) in one line instead of the
+    whole usage block: `prog: error: message (see --help)`, exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(config_cls: type, prog: str, description: str, shown: Any = None, *, add_help: bool = True,
                  exit_on_error: bool = True) -> argparse.ArgumentParser:
     """The parser of config_cls. Flags the user does not give stay absent from the parsed namespace, so that the
     dataclass (not argparse) decides every default; --help shows the defaults of `shown` (default: config_cls())."""
     shown = config_cls() if shown is None else shown
-    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=add_help,
-                                     exit_on_error=exit_on_error)
+    parser = OneLineParser(prog=prog, description=description, epilog=EXIT_STATUSES, add_help=add_help,
+                           exit_on_error=exit_on_error)
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         meta = {k: v for k, v in f.metadata.items() if k not in ("help", "bounds", "preset", "positional")}

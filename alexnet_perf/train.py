@@ -584,9 +584,7 @@ DESCRIPTION = (
     "CPU); --recipe fast|best switch to the tuned ones, and any flag overrides the recipe. The best-validation "
     "checkpoint goes to --checkpoint, the last epoch's beside it; an existing one is never replaced unless "
     "--overwrite is given, and a second run on the same checkpoint is refused while the first holds it. Ctrl-C or "
-    "SIGTERM saves the run (exit status 130 or 143) and --resume continues it exactly. Exit status: 0 done, 2 a bad "
-    "option or input, a refused write (full disk) or a checkpoint in use (one line on stderr), 130 interrupted, "
-    "143 terminated.")
+    "SIGTERM saves the run (exit status 130 or 143) and --resume continues it exactly.")
 
 if __name__ == "__main__":
     raise SystemExit(cli.run(TrainConfig, main, PROG, DESCRIPTION))

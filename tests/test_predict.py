@@ -195,6 +195,7 @@ def test_a_non_image_file_is_one_line_naming_it_before_any_model_is_loaded(pictu
 def test_an_unknown_backend_is_refused_in_one_line(pictures, tmp_path):
     out = _command(str(pictures["rgb"]), "--backend", "abacus", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "abacus" in out.stderr
+    assert out.stderr.count("\n") == 1 and "invalid choice" in out.stderr and "usage:" not in out.stderr
 
 
 def test_no_image_at_all_is_a_user_error():
