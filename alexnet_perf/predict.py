@@ -41,6 +41,7 @@ TOP_K = 3
 DEFAULT_BACKEND = REFERENCE["cpu"]  # eager fp32: the checkpoint's network as trained
 DEFAULT_EXPORTS = "exports"
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
+MAX_PIXELS = 50_000_000  # a larger picture is refused before decoding: 50 MP already take 150 MB as RGB
 PREPROCESSING = ("Each picture is turned upright by its EXIF tag, made RGB (grayscale: three equal channels; "
                  "transparent pixels: white), centre-cropped to a square on its shorter side and area-averaged to "
                  "32x32 (bicubic when smaller), then standardised as in training.")
@@ -91,6 +92,10 @@ def read_image(path: str | Path) -> np.ndarray:
         raise UserError(f"{path}: {'is a directory, not an image' if path.is_dir() else 'no such file'}")
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise UserError(f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is more "
+                                f"than the {MAX_PIXELS / 1e6:.0f} decoded safely; shrink it first")
             image.load()
             return image_to_array(image)
     except UnidentifiedImageError:
