@@ -278,6 +278,17 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
                     progress=Progress(run_dir=str(Path(cfg.log_dir) / time.strftime("run_%Y%m%d-%H%M%S"))))
 
 
+def given_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings of cfg that differ from what its recipe gives (and the recipe, unless it is the default one):
+    what the user chose, as opposed to defaults. Runtime settings are left out."""
+    defaults = TrainConfig(cfg.recipe)
+    chosen = {f.name: getattr(cfg, f.name) for f in fields(TrainConfig)
+              if f.name not in RUNTIME_FIELDS and getattr(cfg, f.name) != getattr(defaults, f.name)}
+    if cfg.recipe != TrainSettings.recipe:
+        chosen["recipe"] = cfg.recipe
+    return chosen
+
+
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
     """Check, before any work, that the run may start: the outputs are writable, and either --resume finds a run to
     continue (whose saved configuration it returns with the checkpoint) or no earlier run would be replaced
@@ -294,6 +305,12 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
         return cfg, None
     ckpt = load_checkpoint(last)
     saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
+    conflicting = [name for name, value in given_settings(cfg).items() if name in saved and saved[name] != value]
+    if conflicting:
+        name = conflicting[0]
+        raise UserError(f"--resume continues {last} with its saved configuration, but {cli.flag(name)} "
+                        f"{getattr(cfg, name)} differs from its {saved[name]}: drop the flag, or start a new run with "
+                        f"--overwrite or another --checkpoint")
     resumed = replace(TrainConfig(**saved), **{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
     if ckpt["epoch"] >= resumed.epochs:
         raise UserError(f"{last}: that run already finished all {resumed.epochs} epochs; nothing to resume")

@@ -11,7 +11,7 @@ from alexnet_perf import cli
 from alexnet_perf.atomic import claim_output
 from alexnet_perf.checkpoint import last_path, load_checkpoint
 from alexnet_perf.recipes import RECIPES
-from alexnet_perf.train import PROG, CtrlC, TrainConfig, main
+from alexnet_perf.train import PROG, CtrlC, TrainConfig, main, train
 
 from conftest import full_disk
 
@@ -157,3 +157,22 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_previous_run(synthetic_cifar
     assert "m.last.pth (epoch 1); make room and continue it with --resume" in err
     assert {p: p.read_bytes() for p in before} == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+class _StopAtOnce:
+    def is_set(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("flags, named", [(["--batch-size", "8"], "--batch-size 8 differs from its 16"),
+                                          (["--recipe", "best"], "--recipe best differs from its ")])
+def test_resume_refuses_flags_that_would_be_ignored(synthetic_cifar, tmp_path, capsys, flags, named):
+    args = ["--epochs", "3", "--batch-size", "16", "--val-size", "64", "--device", "cpu", "--data-dir",
+            str(synthetic_cifar), "--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard"]
+    assert train(cli.parse(TrainConfig, PROG, "", args), _StopAtOnce()).interrupted  # saved after one step
+    saved = last_path(tmp_path / "m.pth").read_bytes()
+    resume = ["--resume", "--checkpoint", str(tmp_path / "m.pth"), "--data-dir", str(synthetic_cifar)]
+    code = cli.run(TrainConfig, main, PROG, "", [*resume, *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and named in err, err
+    assert last_path(tmp_path / "m.pth").read_bytes() == saved
