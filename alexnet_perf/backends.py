@@ -19,7 +19,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import re
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,14 +183,32 @@ def error_reason(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def runtime_logs_silenced() -> Iterator[None]:
-    """Keep the runtimes' own log records (torch.export logs a whole traceback before raising on a damaged
-    .pt2) off the terminal while an artifact loads: the UserError that follows says what went wrong."""
+def runtime_output_held() -> Iterator[None]:
+    """Hold what the runtimes print while an artifact loads: Python log records (torch.export logs a whole
+    traceback before raising on a damaged .pt2) are dropped, and what native code writes to stderr (OpenVINO's
+    frontends log each parser they try on a damaged file) is kept back, then shown if the load succeeds and dropped
+    if it fails, where the one-line UserError that follows says what went wrong."""
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
     try:
-        yield
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                if not failed:
+                    held.seek(0)
+                    os.write(2, held.read())
     finally:
+        os.close(saved)
         logging.disable(previous)
 
 
@@ -201,7 +222,7 @@ def load_artifact(path: str | Path, load: Callable[[str], Any]) -> Any:
     if path.suffix == ".onnx":
         check_external_data(path)
     try:
-        with runtime_logs_silenced():
+        with runtime_output_held():
             return load(str(path))
     except Exception as e:
         raise UserError(f"{path}: damaged or not loadable ({error_reason(e)})") from None

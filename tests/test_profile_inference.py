@@ -38,22 +38,22 @@ def test_missing_exports_and_bad_flags_are_one_line(script, tmp_path, capsys):
     assert "--batch-size must be >= 1" in capsys.readouterr().err
 
 
-def _profile_cli(script, exports, capsys):
+def _profile_cli(script, exports, capfd):
     code = cli.run(script.ProfileInferenceConfig, script.main, script.PROG, "",
                    ["--exports", str(exports), "--precision", "fp32", "--calls", "1", "--no-results"])
-    return code, capsys.readouterr().err
+    return code, capfd.readouterr().err
 
 
-def test_a_damaged_artifact_is_one_line_with_openvinos_reason(script, exported, tmp_path, capsys):
+def test_a_damaged_artifact_is_one_line_with_openvinos_reason(script, exported, tmp_path, capfd):
     exports = shutil.copytree(exported.out, tmp_path / "exports")
     onnx_file = exports / FILES[ONNX]
-    onnx_file.write_bytes(onnx_file.read_bytes()[:3000])
-    code, err = _profile_cli(script, exports, capsys)
+    onnx_file.write_bytes(b"\x08\x07garbage" * 100)  # OpenVINO's frontends each log their attempt at it
+    code, err = _profile_cli(script, exports, capfd)
     assert code == 2 and err.count("\n") == 1 and "damaged or not loadable" in err
-    assert not err.rstrip().endswith(".cpp:84:)")  # the reason, not only where OpenVINO raised it
+    assert "Unable to read the model" in err  # OpenVINO's reason, not only where it raised it
 
 
-def test_onnx_external_data_outside_its_folder_is_refused_in_one_line(script, exported, tmp_path, capsys):
+def test_onnx_external_data_outside_its_folder_is_refused_in_one_line(script, exported, tmp_path, capfd):
     exports = shutil.copytree(exported.out, tmp_path / "exports")
     proto = onnx.load(str(exports / FILES[ONNX]))
     onnx.save(proto, str(exports / FILES[ONNX]), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -65,5 +65,5 @@ def test_onnx_external_data_outside_its_folder_is_refused_in_one_line(script, ex
                 entry.value = "../secret.bin"
     onnx.save(outside, str(exports / FILES[ONNX]))
     (tmp_path / "secret.bin").write_bytes((exports / "weights.bin").read_bytes())
-    code, err = _profile_cli(script, exports, capsys)
+    code, err = _profile_cli(script, exports, capfd)
     assert code == 2 and err.count("\n") == 1 and "'../secret.bin', outside the model's folder" in err, err
