@@ -31,7 +31,7 @@ from . import cli
 from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, METADATA_FILE,
                         ONNX, OPTIONAL, OUTPUT_NAME, PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths,
                         missing_artifacts, read_source_sha256, torchscript_deprecation_silenced)
-from .atomic import check_writable_dir, claim_output, os_error_in, write_atomic
+from .atomic import check_writable_dir, claim_output, os_error_in, write_atomic, write_failure
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import CLASSES, DATA_DIR_HELP, load_cifar10, normalize, preprocessing
 from .errors import UserError
@@ -240,7 +240,10 @@ def install_set(staging: Path, out: Path, sha256: str) -> dict[str, Path]:
     any move fails, the new files are taken out and the backup moved back, so that out holds either the whole new
     set (without a report, which would describe other files) or the previous set and report byte for byte."""
     verify_set(staging, sha256)
-    backup = Path(tempfile.mkdtemp(prefix=".previous-", dir=out))
+    try:
+        backup = Path(tempfile.mkdtemp(prefix=".previous-", dir=out))
+    except OSError as e:
+        raise write_failure(out, e) from None
     saved: list[str] = []
     installed: list[Path] = []
     try:
@@ -278,9 +281,12 @@ def export_all(model: nn.Module, out: Path, calibration: np.ndarray, meta: Artif
     """Write the artifact set of model into out as a whole (staged inside out, verified, then swapped in); their
     paths by kind. Until every file is written and verified, out is left untouched; a write the machine refuses
     (full disk) is a UserError, and the staging folder is removed whatever happens."""
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as e:
+        raise write_failure(out, e) from None
     try:
         try:
             write_set(model, staging, calibration, meta.to_strings())

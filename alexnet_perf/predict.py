@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -91,7 +92,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"{path}: {'is a directory, not an image' if path.is_dir() else 'no such file'}")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # Pillow warns from 89 MP on; MAX_PIXELS refuses those anyway, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise UserError(f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is more "

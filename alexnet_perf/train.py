@@ -3,8 +3,9 @@
 One loop for every configuration: eager or torch.compile, fp32 or bf16/fp16 autocast, channels-last or not.
 `build_training` makes everything a run updates (one `Training` object); checkpoint.py turns it into a checkpoint
 and back. Checkpoints are written atomically each epoch (best on validation accuracy, and the last one for
---resume), never with non-finite weights; Ctrl-C or SIGTERM saves the exact mid-epoch state, and --resume continues as if the
-run had never stopped. An existing run is never replaced unless --overwrite says so.
+--resume), never with non-finite weights; Ctrl-C or SIGTERM saves the exact mid-epoch state, and --resume continues
+as if the run had never stopped. An existing run is never replaced unless --overwrite says so, and a run holds its
+checkpoint for its whole duration, so that two runs started together on one checkpoint cannot both proceed.
 """
 
 from __future__ import annotations
