@@ -156,6 +156,9 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     check_config(cfg)
     device = resolve_device(cfg.device)
     model, ckpt = load_model(cfg.checkpoint, map_location=device)
+    if model.classifier[-1].out_features != len(CLASSES):
+        raise UserError(f"{cfg.checkpoint}: the network predicts {model.classifier[-1].out_features} classes, "
+                        f"CIFAR-10 has {len(CLASSES)}")
     label_smoothing = checkpoint_label_smoothing(ckpt, cfg.checkpoint)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     data = load_cifar10(cfg.data_dir, download=cfg.download)
