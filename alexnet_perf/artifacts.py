@@ -116,6 +116,30 @@ def _onnx_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
+def check_external_data(path: str | Path) -> None:
+    """UserError if an ONNX model keeps tensor data in files outside its own folder (an absolute path or one
+    climbing out with ..): a runtime would read whatever file that names."""
+    import onnx
+
+    path = Path(path)
+    folder = path.parent.resolve()
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # unreadable here: the runtime's own load then reports the damage
+        return
+    attributes = [a for node in proto.graph.node for a in node.attribute]
+    tensors = [*proto.graph.initializer, *(a.t for a in attributes if a.HasField("t")),
+               *(t for a in attributes for t in a.tensors)]
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or target != folder and folder not in target.parents:
+            raise UserError(f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, outside the model's "
+                            f"folder; refused unread")
+
+
 def existing_artifact(path: str | Path) -> Path:
     """path, or a UserError saying the exported file is missing and how to write it."""
     path = Path(path)

@@ -18,6 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
+import os
+import re
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +33,8 @@ import torch
 from torch import nn
 
 from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, ONNX, OPTIONAL,
-                        OUTPUT_NAME, TORCHSCRIPT, existing_artifact, torchscript_deprecation_silenced)
+                        OUTPUT_NAME, TORCHSCRIPT, check_external_data, existing_artifact,
+                        torchscript_deprecation_silenced)
 from .errors import UserError
 from .runtime import autocast
 
@@ -163,17 +169,63 @@ def compiled_backend(model: nn.Module, device: torch.device | str = "cpu", *, pr
                         module, device, dtype, channels_last)
 
 
-def _loaded(path: str | Path, load: Callable[[str], Any]) -> Any:
-    """load(path) for an exported file; a missing one, or one its runtime cannot read, is a UserError naming it.
+def error_reason(error: BaseException) -> str:
+    """The line of an exception's message that says what went wrong: runtimes prefix it with source locations
+    (OpenVINO: `Exception from src/inference/src/cpp/core.cpp:84:`, then `Check '...' failed at ...:`), which
+    are skipped; a line ending in a colon gets the line after it."""
+    location = re.compile(r"^(Exception from |Check .* failed at )?\S+\.(cpp|cc|h|hpp|c):\d+:?$")
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not location.match(ln)] or lines
+    if not lines:
+        return type(error).__name__
+    reason = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")
+    return reason[:300]
+
+
+@contextlib.contextmanager
+def runtime_output_held() -> Iterator[None]:
+    """Hold what the runtimes print while an artifact loads: Python log records (torch.export logs a whole
+    traceback before raising on a damaged .pt2) are dropped, and what native code writes to stderr (OpenVINO's
+    frontends log each parser they try on a damaged file) is kept back, then shown if the load succeeds and dropped
+    if it fails, where the one-line UserError that follows says what went wrong."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                if not failed:
+                    held.seek(0)
+                    os.write(2, held.read())
+    finally:
+        os.close(saved)
+        logging.disable(previous)
+
+
+def load_artifact(path: str | Path, load: Callable[[str], Any]) -> Any:
+    """load(path) for an exported file; a missing one, an ONNX file whose external data lies outside its folder,
+    or one its runtime cannot read, is a UserError naming it.
 
     The runtimes raise whatever their parsers meet in a damaged file (RuntimeError, protobuf and zip errors, ONNX
     Runtime's own classes), so any exception of the load itself is taken as a damaged file."""
     path = existing_artifact(path)
+    if path.suffix == ".onnx":
+        check_external_data(path)
     try:
-        return load(str(path))
+        with runtime_output_held():
+            return load(str(path))
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: damaged or not loadable ({reason[:200]})") from None
+        raise UserError(f"{path}: damaged or not loadable ({error_reason(e)})") from None
 
 
 def torchscript_backend(path: str | Path, device: torch.device | str = "cpu") -> TorchBackend:
@@ -182,7 +234,7 @@ def torchscript_backend(path: str | Path, device: torch.device | str = "cpu") ->
     faster)."""
     device = _device(device)
     with torchscript_deprecation_silenced():
-        module = _loaded(path, lambda p: torch.jit.load(p, map_location=device))
+        module = load_artifact(path, lambda p: torch.jit.load(p, map_location=device))
         module = torch.jit.optimize_for_inference(module)
     return TorchBackend("torchscript" + ("-cuda" if device.type == "cuda" else ""), module, device)
 
@@ -190,7 +242,7 @@ def torchscript_backend(path: str | Path, device: torch.device | str = "cpu") ->
 def exported_program_backend(path: str | Path, device: torch.device | str = "cpu") -> TorchBackend:
     """The torch.export program (.pt2) written by export (torch.export.load), moved to device."""
     device = _device(device)
-    program = _loaded(path, torch.export.load)
+    program = load_artifact(path, torch.export.load)
     if device.type != "cpu":
         from torch.export.passes import move_to_device_pass
 
@@ -212,7 +264,7 @@ def aoti_backend(path: str | Path, device: torch.device | str = "cpu") -> AotiBa
 
     device = _device(device)
     index = device.index if device.type == "cuda" else -1
-    compiled = _loaded(path, lambda p: aoti_load_package(p, device_index=index))
+    compiled = load_artifact(path, lambda p: aoti_load_package(p, device_index=index))
     return AotiBackend(f"aoti-{device.type}", compiled, device)
 
 
@@ -246,7 +298,7 @@ def ort_session(path: str | Path, device: torch.device | str = "cpu", *, graph_o
         providers = [("CUDAExecutionProvider", {"device_id": device.index, "use_tf32": 0})]
     else:
         raise UserError(f"ONNX Runtime backends run on cpu or cuda, not {device}")
-    session = _loaded(path, lambda p: ort.InferenceSession(p, options, providers=providers))
+    session = load_artifact(path, lambda p: ort.InferenceSession(p, options, providers=providers))
     if device.type == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
         raise BackendUnavailable(f"ONNX Runtime could not start its CUDA provider (session providers: "
                                  f"{session.get_providers()}; see its log above for the missing library)")
@@ -342,7 +394,7 @@ def openvino_backend(path: str | Path, precision: str = "fp32") -> OpenVinoBacke
     ov = _openvino()
     config = openvino_config(precision, torch.get_num_threads())
     core = ov.Core()
-    compiled = _loaded(path, lambda p: core.compile_model(core.read_model(p), "CPU", config))
+    compiled = load_artifact(path, lambda p: core.compile_model(core.read_model(p), "CPU", config))
     _check_openvino_precision(core, compiled, precision)
     return OpenVinoBackend(f"openvino-{precision}", compiled)
 

@@ -80,9 +80,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def check_classes(ckpt: dict[str, Any], source: str | Path) -> None:
+    """UserError unless the checkpoint is for CIFAR-10's classes in their order: a network for another class count
+    would otherwise be exported, scored or used to label pictures with the wrong names."""
+    count, classes = ckpt.get("num_classes", len(CLASSES)), ckpt.get("classes", list(CLASSES))
+    if isinstance(count, bool) or not isinstance(count, int) or count != len(CLASSES):
+        raise UserError(f"{source}: the network predicts {count!r} classes, CIFAR-10 has {len(CLASSES)}; "
+                        f"train one with `python -m alexnet_perf.train`")
+    if not isinstance(classes, (list, tuple)) or list(classes) != list(CLASSES):
+        raise UserError(f"{source}: its classes {str(classes)[:120]} are not CIFAR-10's {list(CLASSES)}")
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> AlexNetCifar:
-    """Build the network and load its weights strictly; another architecture is refused by name."""
-    model = AlexNetCifar(num_classes=int(ckpt.get("num_classes", 10)))
+    """Build the network and load its weights strictly; another architecture, or a network for another set of
+    classes than CIFAR-10's, is refused by name. Every command that loads a checkpoint comes through here."""
+    check_classes(ckpt, source)
+    model = AlexNetCifar(num_classes=len(CLASSES))
     state = ckpt.get("model_state_dict")
     if not isinstance(state, dict):
         raise UserError(f"{source}: checkpoint holds no model_state_dict")

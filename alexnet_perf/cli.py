@@ -7,17 +7,24 @@ numeric field against its declared range, call the command's function, and turn 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
 import shlex
+import signal
 import sys
+import threading
 import typing
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from .errors import UserError
+from .errors import Terminated, UserError
 
 C = TypeVar("C")
+EXIT_STATUSES = ("exit status: 0 done; 1 a check failed (parity out of tolerance); 2 a bad option or input, a write "
+                 "the machine refused (full disk, read-only folder) or an output another run is writing, said in one "
+                 "line on stderr; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Files are written atomically: "
+                 "an earlier good file is never left half-replaced.")
 _BOUNDS = {"at_least": ">=", "above": ">", "at_most": "<=", "below": "<"}
 
 
@@ -60,13 +67,21 @@ def validate(config: Any) -> None:
             raise UserError(f"{flag(f.name)} must be {want}, got {value!r}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors (unknown flag, invalid choice, missing value) in one line instead of the
+    whole usage block: `prog: error: message (see --help)`, exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(config_cls: type, prog: str, description: str, shown: Any = None, *, add_help: bool = True,
                  exit_on_error: bool = True) -> argparse.ArgumentParser:
     """The parser of config_cls. Flags the user does not give stay absent from the parsed namespace, so that the
     dataclass (not argparse) decides every default; --help shows the defaults of `shown` (default: config_cls())."""
     shown = config_cls() if shown is None else shown
-    parser = argparse.ArgumentParser(prog=prog, description=description, add_help=add_help,
-                                     exit_on_error=exit_on_error)
+    parser = OneLineParser(prog=prog, description=description, epilog=EXIT_STATUSES, add_help=add_help,
+                           exit_on_error=exit_on_error)
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         meta = {k: v for k, v in f.metadata.items() if k not in ("help", "bounds", "preset", "positional")}
@@ -149,17 +164,40 @@ def quiet_cpu_only_warnings() -> None:
         logger.addFilter(_NoCudaToolkitNotice())
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises Terminated (so that finally blocks clean up) instead of killing the
+    process outright; a no-op outside the main thread, where Python cannot install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, description: str,
         argv: Sequence[str] | None = None) -> int:
     """Parse argv into config_cls and run command; a user mistake ends as `prog: error: ...` with exit status 2,
-    Ctrl-C that the command does not handle itself as `prog: interrupted` with 130."""
+    Ctrl-C that the command does not handle itself as `prog: interrupted` with 130, SIGTERM as `prog: terminated`
+    with 143 (after the command's cleanup ran)."""
     quiet_cpu_only_warnings()
     try:
-        config = parse(config_cls, prog, description, argv)
-        return command(config) or 0
+        with sigterm_raises():
+            config = parse(config_cls, prog, description, argv)
+            return command(config) or 0
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143

@@ -103,8 +103,10 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise UserError(f"{path}: 'data' must be a uint8 array of shape (n, 3072), got "
                         f"{getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}")
-    if labels.shape != (data.shape[0],) or labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
-        raise UserError(f"{path}: 'labels' must be {data.shape[0]} integers in 0..9")
+    if labels.dtype.kind not in "iu" or labels.shape != (data.shape[0],) or labels.size and (
+            labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise UserError(f"{path}: 'labels' must be {data.shape[0]} integers in 0..9 (got {labels.dtype} "
+                        f"{labels.shape})")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -173,6 +175,11 @@ def decode_batches(files: list[Path]) -> Cifar10:
     """The five training batches and the test batch (in that order) decoded into one Cifar10."""
     train = [read_batch(p) for p in files[:-1]]
     test_images, test_labels = read_batch(files[-1])
+    sizes = {len(x) for x, _ in train} | {len(test_images)}
+    if len(sizes) != 1:  # the official batches hold 10,000 images each: a shorter one was cut or replaced
+        counts = ", ".join(f"{p.name} {len(x)}" for p, x in zip(files, [x for x, _ in train] + [test_images]))
+        raise UserError(f"CIFAR-10 batches differ in size ({counts}): one is truncated or from another set; "
+                        f"restore the official files")
     return Cifar10(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), test_images,
                    test_labels)
 
@@ -206,7 +213,7 @@ def _write_cache(path: Path, data: Cifar10) -> None:
     """Replace the cache atomically; an unwritable cache only costs the next start the decoding time."""
     try:
         write_atomic(path, lambda f: np.savez(f, **vars(data)))
-    except OSError:
+    except (OSError, UserError):
         pass
 
 

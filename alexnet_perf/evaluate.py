@@ -178,15 +178,6 @@ def save_confusion_png(confusion: list[list[int]], path: str | Path, title: str 
         plt.close(fig)
 
 
-def load_for_scoring(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The checkpoint's network on device and the checkpoint; one for another number of classes is a UserError."""
-    model, ckpt = load_model(checkpoint, map_location=device)
-    if model.classifier[-1].out_features != len(CLASSES):
-        raise UserError(f"{checkpoint}: the network predicts {model.classifier[-1].out_features} classes, "
-                        f"CIFAR-10 has {len(CLASSES)}")
-    return model, ckpt
-
-
 def score_model(model: torch.nn.Module, ckpt: dict[str, Any], source: str, images: np.ndarray, labels: np.ndarray,
                 device: torch.device, *, tta: str = "auto", batch_size: int = EVAL_BATCH_SIZE, amp: bool = False,
                 channels_last: bool = True) -> dict:
@@ -211,7 +202,7 @@ def score_model(model: torch.nn.Module, ckpt: dict[str, Any], source: str, image
 
 def score_checkpoint(checkpoint: str | Path, data_dir: str | None, device: torch.device, **options: Any) -> dict:
     """Load the checkpoint and the CIFAR-10 test split, and score it (score_model's options)."""
-    model, ckpt = load_for_scoring(checkpoint, device)
+    model, ckpt = load_model(checkpoint, map_location=device)
     data = load_cifar10(data_dir)
     return score_model(model, ckpt, str(checkpoint), data.test_images, data.test_labels, device, **options)
 
@@ -221,7 +212,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     and score it: the snapshot."""
     check_config(cfg)
     device = resolve_device(cfg.device)
-    model, ckpt = load_for_scoring(cfg.checkpoint, device)
+    model, ckpt = load_model(cfg.checkpoint, map_location=device)
     data = load_cifar10(cfg.data_dir, download=cfg.download)
     return score_model(model, ckpt, str(cfg.checkpoint), data.test_images, data.test_labels, device, tta=cfg.tta,
                        batch_size=cfg.batch_size, amp=cfg.amp, channels_last=cfg.channels_last)

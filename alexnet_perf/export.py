@@ -5,9 +5,10 @@ what the checkpoint computes.
 
 Every artifact takes the same input: float32 (N, 3, 32, 32) RGB, pixels scaled by 1/255 then standardised with
 data.MEAN/STD per channel. The preprocessing is not part of any graph; it is recorded in each file's metadata and
-documented in exports/README.md. The set changes as a whole: it is written into a staging folder inside --out and
-only moved into place once every file is there, so a failed or interrupted export leaves the previous set (and
-parity's report on it) as it was.
+documented in exports/README.md. The set changes as a whole: it is written into a staging folder inside --out,
+verified, and only then swapped for the previous one (rolled back if a move fails), so a failed, interrupted or
+terminated export leaves the previous set (and parity's report on it) as it was. An export holds a claim on --out
+while it runs: a second export or parity run into the same folder is refused in one line.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from torch import nn
 
 from . import cli
 from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, METADATA_FILE,
-                        ONNX, OPTIONAL, OUTPUT_NAME, PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths,
-                        torchscript_deprecation_silenced)
-from .atomic import check_writable_dir, write_atomic
+                        ONNX, OUTPUT_NAME, PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths,
+                        missing_artifacts, read_source_sha256, torchscript_deprecation_silenced)
+from .atomic import check_writable_dir, claim_output, os_error_in, write_atomic, write_failure
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import CLASSES, DATA_DIR_HELP, load_cifar10, normalize, preprocessing
 from .errors import UserError
@@ -185,16 +186,28 @@ def export_int8(onnx_path: Path, path: Path, images: np.ndarray, meta: dict[str,
     _save_onnx(proto, path, {**meta, "quantization": json.dumps(quantization)})
 
 
+def check_out(out: Path) -> None:
+    """UserError unless out can take a new set: a writable folder in which no artifact or report name is taken by
+    anything but a regular file (a folder there would make the swap fail half-way)."""
+    check_writable_dir(out, "--out")
+    for name in (*FILES.values(), *PARITY_FILES):
+        path = out / name
+        if path.exists() and not path.is_file():
+            raise UserError(f"--out {out}: {path} is not a regular file; move it away so that the set can be "
+                            f"replaced")
+
+
 def run_export(cfg: ExportConfig) -> dict[str, Path]:
-    """Write the artifact set into cfg.out; returns their paths by kind. An unusable --out is refused before any
-    work."""
+    """Write the artifact set into cfg.out; returns their paths by kind. An unusable --out, or one that another
+    export or parity run holds, is refused before any work."""
     cli.validate(cfg)  # Python callers get the CLI's range checks too
     out = Path(cfg.out)
-    check_writable_dir(out, "--out")
-    model, ckpt = load_model(cfg.checkpoint)
-    data = load_cifar10(cfg.data_dir, download=cfg.download)
-    images = calibration_images(data.train_images, cfg.calibration_images, cfg.seed)
-    return export_all(model, out, images, metadata(cfg.checkpoint, ckpt))
+    check_out(out)
+    with claim_output(out, "--out"):
+        model, ckpt = load_model(cfg.checkpoint)
+        data = load_cifar10(cfg.data_dir, download=cfg.download)
+        images = calibration_images(data.train_images, cfg.calibration_images, cfg.seed)
+        return export_all(model, out, images, metadata(cfg.checkpoint, ckpt))
 
 
 def write_set(model: nn.Module, folder: Path, calibration: np.ndarray, meta: dict[str, str]) -> None:
@@ -209,34 +222,83 @@ def write_set(model: nn.Module, folder: Path, calibration: np.ndarray, meta: dic
         export_aoti(model, paths[kind], meta, device)
 
 
-def install_set(staging: Path, out: Path) -> dict[str, Path]:
-    """Move the staged set into out, over the previous one; their paths by kind. An optional artifact the new set
-    lacks is removed from out, so that no file of the previous set stays beside the new one.
+def verify_set(staging: Path, sha256: str) -> None:
+    """UserError unless the staged set is whole: every required file there, and each one's metadata readable and
+    naming the checkpoint it was exported from."""
+    missing = missing_artifacts(staging)
+    if missing:
+        raise UserError(f"the new set lacks {', '.join(missing)} after writing; the previous set is unchanged")
+    for kind, path in artifact_paths(staging).items():
+        if path.is_file() and read_source_sha256(path) != sha256:
+            raise UserError(f"the new {kind} artifact records another source checkpoint; the previous set is "
+                            f"unchanged")
 
-    Parity's report on the previous set goes first, so that it never describes other files than those on disk;
-    the moves are renames within one folder, and a set left mixed by an interruption between them is reported by
-    parity as artifacts of different checkpoints."""
-    for name in PARITY_FILES:
-        (out / name).unlink(missing_ok=True)
-    paths = {}
-    for kind, path in artifact_paths(out).items():
-        staged = staging / FILES[kind]
-        if kind in OPTIONAL and not staged.is_file():
+
+def install_set(staging: Path, out: Path, sha256: str) -> dict[str, Path]:
+    """Verify the staged set, then swap it for the previous one; the new paths by kind. The previous artifacts and
+    parity's report on them are first moved into a backup folder inside out, then the new files are moved in; if
+    any move fails, the new files are taken out and the backup moved back, so that out holds either the whole new
+    set (without a report, which would describe other files) or the previous set and report byte for byte."""
+    verify_set(staging, sha256)
+    try:
+        backup = Path(tempfile.mkdtemp(prefix=".previous-", dir=out))
+    except OSError as e:
+        raise write_failure(out, e) from None
+    saved: list[str] = []
+    installed: list[Path] = []
+    try:
+        for name in (*FILES.values(), *PARITY_FILES):
+            if (out / name).is_file():
+                os.replace(out / name, backup / name)
+                saved.append(name)
+        for kind, path in artifact_paths(out).items():
+            if (staging / FILES[kind]).is_file():
+                os.replace(staging / FILES[kind], path)
+                installed.append(path)
+    except BaseException as e:
+        for path in installed:
             path.unlink(missing_ok=True)
-            continue
-        os.replace(staged, path)
-        paths[kind] = path
-    return paths
+        for name in saved:
+            os.replace(backup / name, out / name)
+        shutil.rmtree(backup, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot move the new set into {out} ({e.strerror or e}); the previous set and its "
+                            f"report are back in place") from None
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+    return {kind: path for kind, path in artifact_paths(out).items() if path in installed}
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders of exports into out that were killed before they could clean up (only called
+    while holding out's claim, so none of them belongs to a running export)."""
+    for stale in out.glob(".staging-*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def export_all(model: nn.Module, out: Path, calibration: np.ndarray, meta: ArtifactMetadata) -> dict[str, Path]:
-    """Write the artifact set of model into out as a whole (staged inside out, then moved into place); their paths
-    by kind. Until every file is written, out is left untouched."""
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    """Write the artifact set of model into out as a whole (staged inside out, verified, then swapped in); their
+    paths by kind. Until every file is written and verified, out is left untouched; a write the machine refuses
+    (full disk) is a UserError, and the staging folder is removed whatever happens."""
     try:
-        write_set(model, staging, calibration, meta.to_strings())
-        return install_set(staging, out)
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as e:
+        raise write_failure(out, e) from None
+    try:
+        try:
+            write_set(model, staging, calibration, meta.to_strings())
+        except UserError:
+            raise
+        except Exception as e:
+            cause = os_error_in(e)
+            if cause is None:
+                raise
+            raise UserError(f"cannot write the new set into {out} ({cause.strerror or cause}); the previous set is "
+                            f"unchanged") from None
+        return install_set(staging, out, meta.source_checkpoint_sha256)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

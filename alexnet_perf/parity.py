@@ -28,7 +28,7 @@ import torch
 
 from . import cli
 from .artifacts import FILES, OPTIONAL, check_artifact_set, read_source_sha256
-from .atomic import check_writable_dir, write_text_atomic
+from .atomic import check_writable_dir, claim_output, write_text_atomic
 from .backends import REFERENCE, Backend, BackendSpec, BackendUnavailable, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import DATA_DIR_HELP, load_cifar10, normalize
@@ -389,12 +389,15 @@ def _summary(r: ParityRow) -> str:
 
 
 def run_and_report(cfg: ParityConfig, command: str) -> int:
-    """Run parity, write PARITY.md and parity.json, print the verdict; 0 when every backend is within tolerance."""
-    report = run_parity(cfg, command)
-    for r in report.results:
-        print(_summary(r))
-    for path in write_report(report, cfg.exports):
-        print(f"wrote {path}")
+    """Run parity, write PARITY.md and parity.json, print the verdict; 0 when every backend is within tolerance.
+    Holds the claim on the exports folder meanwhile, so that no export replaces the set it is checking."""
+    check_artifact_set(cfg.exports)
+    with claim_output(cfg.exports, "--exports"):
+        report = run_parity(cfg, command)
+        for r in report.results:
+            print(_summary(r))
+        for path in write_report(report, cfg.exports):
+            print(f"wrote {path}")
     if report.passed:
         return 0
     failed = sorted({r.backend + (f" (batch {r.batch_size})" if r.batch_size else "")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,6 +42,7 @@ TOP_K = 3
 DEFAULT_BACKEND = REFERENCE["cpu"]  # eager fp32: the checkpoint's network as trained
 DEFAULT_EXPORTS = "exports"
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
+MAX_PIXELS = 50_000_000  # a larger picture is refused before decoding: 50 MP already take 150 MB as RGB
 PREPROCESSING = ("Each picture is turned upright by its EXIF tag, made RGB (grayscale: three equal channels; "
                  "transparent pixels: white), centre-cropped to a square on its shorter side and area-averaged to "
                  "32x32 (bicubic when smaller), then standardised as in training.")
@@ -90,7 +92,14 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"{path}: {'is a directory, not an image' if path.is_dir() else 'no such file'}")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # Pillow warns from 89 MP on; MAX_PIXELS refuses those anyway, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise UserError(f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is more "
+                                f"than the {MAX_PIXELS / 1e6:.0f} decoded safely; shrink it first")
             image.load()
             return image_to_array(image)
     except UnidentifiedImageError:
@@ -159,6 +168,9 @@ def classify(backend: Backend, images: np.ndarray, files: Sequence[str]) -> Pred
     """uint8 (N, 3, 32, 32) images → each one's class probabilities under backend, with the call's latency."""
     x = normalize(torch.from_numpy(images), channels_last=False).to(backend.device)
     logits, seconds = timed_logits(backend, x)
+    if logits.ndim != 2 or logits.shape[1] != len(CLASSES):
+        raise UserError(f"{backend.name} returns logits of shape {tuple(logits.shape)}, not (N, {len(CLASSES)}): "
+                        f"its model is not a CIFAR-10 network of this project")
     probabilities = torch.softmax(logits.float().cpu(), dim=1).tolist()
     predictions = [Prediction(str(f), tuple(p)) for f, p in zip(files, probabilities)]
     return PredictResult(backend.name, str(backend.device), predictions, seconds)

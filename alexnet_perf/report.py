@@ -9,6 +9,7 @@ of RESULTS.md, leaving the others alone. Output paths are checked before anythin
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict
@@ -47,9 +48,18 @@ def _case(bench: Any, path: Path) -> CaseInfo | None:
     if not isinstance(info, dict) or info.get("ms_per_sample") is None:
         return None
     try:
-        return from_dict(CaseInfo, info, "extra_info")
+        case = from_dict(CaseInfo, info, "extra_info")
     except ValueError as e:
         raise UserError(f"{path}: benchmark {bench.get('name', '?')!r} has a malformed {e}") from None
+    impossible = [(name, value) for name, value in (
+        ("ms_per_sample", case.ms_per_sample), ("samples_per_s", case.samples_per_s),
+        ("batch_size", case.batch_size), ("threads", case.threads), ("images_per_epoch", case.images_per_epoch))
+        if value is not None and not (math.isfinite(value) and value > 0)]
+    if impossible:
+        name, value = impossible[0]
+        raise UserError(f"{path}: benchmark {bench.get('name', '?')!r} has extra_info.{name} = {value!r}; timings "
+                        f"and counts must be positive finite numbers")
+    return case
 
 
 def load_benchmarks(path: str | Path) -> tuple[dict[str, Any], list[CaseInfo]]:

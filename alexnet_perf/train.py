@@ -3,8 +3,9 @@
 One loop for every configuration: eager or torch.compile, fp32 or bf16/fp16 autocast, channels-last or not.
 `build_training` makes everything a run updates (one `Training` object); checkpoint.py turns it into a checkpoint
 and back. Checkpoints are written atomically each epoch (best on validation accuracy, and the last one for
---resume), never with non-finite weights; Ctrl-C saves the exact mid-epoch state, and --resume continues as if the
-run had never stopped. An existing run is never replaced unless --overwrite says so.
+--resume), never with non-finite weights; Ctrl-C or SIGTERM saves the exact mid-epoch state, and --resume continues
+as if the run had never stopped. An existing run is never replaced unless --overwrite says so, and a run holds its
+checkpoint for its whole duration, so that two runs started together on one checkpoint cannot both proceed.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import torch
 from torch import nn
 
 from . import cli
-from .atomic import check_writable, check_writable_dir
+from .atomic import check_writable, check_writable_dir, claim_output
 from .checkpoint import (DEFAULT_CHECKPOINT, last_path, load_checkpoint, restore_training, save_atomic,
                          training_checkpoint)
 from .compilation import compile_network
 from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10, normalize, split_train_val
-from .errors import UserError
+from .errors import Terminated, UserError
 from .ema import EMA
 from .evaluate import EVAL_BATCH_SIZE, EvalMetrics, evaluate_model, format_snapshot, score_checkpoint
 from .init import whiten_first_conv
@@ -282,6 +283,17 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
                     progress=Progress(run_dir=str(Path(cfg.log_dir) / time.strftime("run_%Y%m%d-%H%M%S"))))
 
 
+def given_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings of cfg that differ from what its recipe gives (and the recipe, unless it is the default one):
+    what the user chose, as opposed to defaults. Runtime settings are left out."""
+    defaults = TrainConfig(cfg.recipe)
+    chosen = {f.name: getattr(cfg, f.name) for f in fields(TrainConfig)
+              if f.name not in RUNTIME_FIELDS and getattr(cfg, f.name) != getattr(defaults, f.name)}
+    if cfg.recipe != TrainSettings.recipe:
+        chosen["recipe"] = cfg.recipe
+    return chosen
+
+
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
     """Check, before any work, that the run may start: the outputs are writable, and either --resume finds a run to
     continue (whose saved configuration it returns with the checkpoint) or no earlier run would be replaced
@@ -298,6 +310,12 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
         return cfg, None
     ckpt = load_checkpoint(last)
     saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
+    conflicting = [name for name, value in given_settings(cfg).items() if name in saved and saved[name] != value]
+    if conflicting:
+        name = conflicting[0]
+        raise UserError(f"--resume continues {last} with its saved configuration, but {cli.flag(name)} "
+                        f"{getattr(cfg, name)} differs from its {saved[name]}: drop the flag, or start a new run with "
+                        f"--overwrite or another --checkpoint")
     resumed = replace(TrainConfig(**saved), **{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
     if ckpt["epoch"] >= resumed.epochs:
         raise UserError(f"{last}: that run already finished all {resumed.epochs} epochs; nothing to resume")
@@ -399,6 +417,21 @@ def _diverged(t: Training, where: str) -> UserError:
     return UserError(f"training diverged {where} (try a lower --lr); {saved}")
 
 
+def save(t: Training, snapshot: dict[str, Any], path: str | Path) -> None:
+    """save_atomic, with a refused write (full disk, quota, read-only folder) ending the run in one line that says
+    which saved state --resume continues from."""
+    try:
+        save_atomic(snapshot, path)
+    except UserError as e:
+        last = last_path(t.cfg.checkpoint)
+        try:
+            kept = (f"the last saved state is {last} (epoch {load_checkpoint(last)['epoch']}); make room and "
+                    f"continue it with --resume")
+        except UserError:
+            kept = "no saved state to continue from"
+        raise UserError(f"{e}; {kept}") from None
+
+
 def train_epoch(t: Training, log: _Logger, stop: StopFlag | None) -> bool:
     """Run the rest of the current epoch; True when stop was set (the exact state is then saved to the last
     checkpoint). Losses are read back every --log-every steps, and a non-finite one ends the run."""
@@ -426,7 +459,7 @@ def train_epoch(t: Training, log: _Logger, stop: StopFlag | None) -> bool:
         if stopping:
             if not _all_finite(t.model):
                 raise _diverged(t, f"at epoch {p.epoch + 1}, batch {i + 1}: the weights became non-finite")
-            save_atomic(training_checkpoint(t, {}), last_path(cfg.checkpoint))
+            save(t, training_checkpoint(t, {}), last_path(cfg.checkpoint))
             return True
     return False
 
@@ -459,9 +492,9 @@ def finish_epoch(t: Training, log: _Logger, epoch_start: float) -> None:
     if improved:
         p.best_val_accuracy, p.best_epoch = (val.accuracy if val else -1.0), p.epoch
     snapshot = training_checkpoint(t, metrics)
-    save_atomic(snapshot, last_path(cfg.checkpoint))
+    save(t, snapshot, last_path(cfg.checkpoint))
     if improved:
-        save_atomic(snapshot, cfg.checkpoint)
+        save(t, snapshot, cfg.checkpoint)
     line = (f"epoch {p.epoch}/{cfg.epochs}  train loss {metrics['train_loss']:.4f} "
             f"acc {100 * metrics['train_accuracy']:.2f}%")
     if val is not None:
@@ -486,7 +519,14 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
-    """Train per cfg. If stop becomes set, save the exact state to the last checkpoint and return early."""
+    """Train per cfg, holding the claim on its checkpoint (a second run on it is refused, not raced). If stop becomes
+    set, save the exact state to the last checkpoint and return early."""
+    check_writable(cfg.checkpoint, "--checkpoint")
+    with claim_output(cfg.checkpoint, "--checkpoint"):
+        return _train(cfg, stop)
+
+
+def _train(cfg: TrainConfig, stop: StopFlag | None) -> TrainResult:
     wall_start = time.perf_counter()
     cfg, ckpt = prepare_run(cfg)
     data_start = time.perf_counter()
@@ -515,35 +555,45 @@ def train(cfg: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
 
 
 class CtrlC:
-    """SIGINT handler and stop flag: the first Ctrl-C asks the loop to save after the current step, a second one
-    aborts at once (KeyboardInterrupt: exit status 130 without saving)."""
+    """SIGINT and SIGTERM handler and stop flag: the first signal asks the loop to save after the current step, a
+    second one aborts at once without saving (KeyboardInterrupt, exit status 130, or Terminated, 143). SIGTERM is
+    how schedulers and container runtimes stop a job, so it saves the run exactly as Ctrl-C does."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.signum: int | None = None
 
     def is_set(self) -> bool:
         return self.event.is_set()
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.event.is_set():
-            raise KeyboardInterrupt
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.signum = signum
         self.event.set()
-        print("\nCtrl-C: saving the last checkpoint after this step (press again to abort without saving)",
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        print(f"\n{name}: saving the last checkpoint after this step (signal again to abort without saving)",
               file=sys.stderr, flush=True)
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal that stopped the run: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + (self.signum or signal.SIGINT)
 
 
 def main(cfg: TrainConfig) -> int:
-    """Train with the Ctrl-C handler installed; 130 when interrupted (state saved), 0 when done."""
+    """Train with the SIGINT/SIGTERM handler installed; 130 or 143 when stopped by one (state saved), 0 when done."""
     stop = CtrlC()
-    previous = signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(cfg, stop)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if result.interrupted:
         print(f"interrupted: state saved to {last_path(result.checkpoint)}; continue with the same command plus "
               f"--resume", file=sys.stderr)
-        return 130
+        return stop.exit_status
     best = (f"kept epoch {result.best_epoch} (best val accuracy {100 * result.best_val_accuracy:.2f}%)"
             if result.best_val_accuracy is not None else f"kept the last epoch ({result.best_epoch}; no validation "
                                                          f"split)")
@@ -560,8 +610,8 @@ DESCRIPTION = (
     "default recipe, fast, reaches the original run's 83.18% with flip TTA in about 2 minutes on a 2-core CPU; "
     "--recipe best|original switch to the others, and any flag overrides the recipe. The best-validation "
     "checkpoint goes to --checkpoint, the last epoch's beside it; an existing one is never replaced unless "
-    "--overwrite is given. Ctrl-C saves the run (exit status 130) and --resume continues it exactly. Exit status: "
-    "0 done, 2 a bad option or input (one line on stderr), 130 interrupted.")
+    "--overwrite is given, and a second run on the same checkpoint is refused while the first holds it. Ctrl-C or "
+    "SIGTERM saves the run (exit status 130 or 143) and --resume continues it exactly.")
 
 if __name__ == "__main__":
     raise SystemExit(cli.run(TrainConfig, main, PROG, DESCRIPTION))

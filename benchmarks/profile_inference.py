@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from alexnet_perf import cli
-from alexnet_perf.artifacts import FILES, INT8, ONNX, existing_artifact
-from alexnet_perf.backends import openvino_config
+from alexnet_perf.artifacts import FILES, INT8, ONNX
+from alexnet_perf.backends import load_artifact, openvino_config
 from alexnet_perf.results import LOCAL_RESULTS, machine_description, update_section
 
 PROG = "python benchmarks/profile_inference.py"
@@ -42,10 +42,11 @@ def profile(cfg: ProfileInferenceConfig) -> tuple[float, dict[str, float], int]:
     """(mean ms per call, {operator type: ms per call}, operators executed) for cfg's backend."""
     import openvino as ov
 
-    path = existing_artifact(Path(cfg.exports) / FILES[INT8 if cfg.precision == "int8" else ONNX])
+    path = Path(cfg.exports) / FILES[INT8 if cfg.precision == "int8" else ONNX]
     core = ov.Core()
     config = {**openvino_config(cfg.precision, torch.get_num_threads()), "PERF_COUNT": True}
-    request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+    compiled = load_artifact(path, lambda p: core.compile_model(core.read_model(p), "CPU", config))
+    request = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((cfg.batch_size, 3, 32, 32), dtype=np.float32)
     for _ in range(50):
         request.infer({0: x})

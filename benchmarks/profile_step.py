@@ -22,7 +22,6 @@ import statistics
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np

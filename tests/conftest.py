@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import io
 import os
 import pickle
 import sys
@@ -33,6 +35,37 @@ def make_synthetic_cifar(root: Path, per_batch: int = 64, seed: int = 0) -> Path
         images = np.clip(palette[labels][:, :, None, None] + noise, 0, 255).astype(np.uint8)
         write_batch(batches / name, images, labels)
     return root
+
+
+class _FullDisk(io.RawIOBase):
+    """A file that takes `room` bytes and then fails as a full disk does."""
+
+    def __init__(self, fd: int, room: int) -> None:
+        self.fd, self.room = fd, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return os.write(self.fd, data)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+def full_disk(monkeypatch: pytest.MonkeyPatch, room: int = 1000) -> None:
+    """Make every atomic write in this test hit a full disk after `room` bytes."""
+    from alexnet_perf import atomic
+
+    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: io.BufferedWriter(_FullDisk(fd, room)))
 
 
 @pytest.fixture

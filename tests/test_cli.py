@@ -60,6 +60,14 @@ def test_a_malformed_number_is_a_usage_error(module):
             "alexnet_perf.parity": "--batch1-images"}[module]
     out = run(module, flag, "many")
     assert out.returncode == 2 and "invalid int value: 'many'" in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and "usage:" not in out.stderr
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_help_states_the_exit_statuses(module):
+    out = run(module, "--help")
+    text = " ".join(out.stdout.split())
+    assert "exit status: 0 done" in text and "130 interrupted" in text and "143 terminated (SIGTERM)" in text
 
 
 def test_evaluate_missing_checkpoint_is_one_line(tmp_path):

@@ -233,3 +233,18 @@ def test_low_resolution_epochs_come_first_and_the_rest_are_full_size():
     for crop, i in zip(x, y):
         assert (windows[i] == crop[:, None, None]).permute(1, 2, 0, 3, 4).flatten(2).all(2).any()
 
+
+
+def test_fractional_labels_are_refused_not_truncated(tmp_path):
+    path = tmp_path / "batch"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1.5, 2.0]}, f)
+    with pytest.raises(UserError, match="'labels' must be 2 integers in 0..9"):
+        read_batch(path)
+
+
+def test_a_test_batch_shorter_than_the_training_batches_is_refused(synthetic_cifar, tmp_path):
+    test_batch = synthetic_cifar / "cifar-10-batches-py" / "test_batch"
+    write_batch(test_batch, np.zeros((63, 3, 32, 32), np.uint8), np.zeros(63, np.int64))  # one image cut off
+    with pytest.raises(UserError, match="batches differ in size .*test_batch 63"):
+        load_cifar10(str(synthetic_cifar), cache_dir=str(tmp_path / "cache"))

@@ -3,11 +3,13 @@ alexnet_perf, computes what the checkpoint computes at any batch size, and carri
 whole or not at all, the CUDA AOTInductor package included only where a GPU is; bad checkpoints and unusable output
 folders are refused in one line before any work."""
 
+import errno
 import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,12 +17,15 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_perf import export
-from alexnet_perf.artifacts import AOTI_CUDA, FILES, OPTIONAL, read_source_sha256
+from alexnet_perf import cli, export
+from alexnet_perf.artifacts import AOTI_CPU, AOTI_CUDA, FILES, INT8, OPTIONAL, TORCHSCRIPT, read_source_sha256
+from alexnet_perf.atomic import claim_output
 from alexnet_perf.checkpoint import load_model, save_atomic, sha256_file
 from alexnet_perf.data import CLASSES, MEAN, STD, load_cifar10, normalize
-from alexnet_perf.errors import UserError
+from alexnet_perf.errors import Terminated, UserError
 from alexnet_perf.export import OPSET, ExportConfig, run_export
+
+from conftest import full_disk
 
 # Runs in a fresh interpreter: loads each artifact as exports/README.md shows, without alexnet_perf.
 FRESH_PROCESS = r"""
@@ -163,25 +168,84 @@ def test_export_functions_depend_on_neither_parity_nor_the_runtime_backends():
 
 
 def _snapshot(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {p.name: p.read_bytes() if p.is_file() else None for p in sorted(folder.iterdir())}
 
 
-def test_interrupted_export_leaves_the_previous_set_and_its_parity_report_as_they_were(exported, tmp_path,
-                                                                                         monkeypatch):
+@pytest.fixture
+def previous_set(exported, tmp_path):
+    """A copy of the fixture's set with a parity report, as a good earlier export leaves it."""
     out = shutil.copytree(exported.out, tmp_path / "exports")
     (out / "PARITY.md").write_text("every backend passed\n")
     (out / "parity.json").write_text("{}\n")
-    before = _snapshot(out)
+    return out
+
+
+def _export_cli(exported, out, capsys, *extra):
+    code = cli.run(ExportConfig, export.main, "export", "", ["--checkpoint", str(exported.checkpoint), "--out",
+                                                             str(out), "--data-dir", str(exported.data_dir),
+                                                             "--calibration-images", "64", "--seed", "1",
+                                                             "--no-parity", *extra])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop, status", [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_an_interrupted_or_terminated_export_leaves_the_previous_set_and_report_as_they_were(
+        exported, previous_set, monkeypatch, capsys, stop, status):
+    before = _snapshot(previous_set)
 
     def interrupted(*args):
-        raise KeyboardInterrupt
+        raise stop
 
     monkeypatch.setattr(export, "export_int8", interrupted)  # after TorchScript and ONNX are written
-    cfg = ExportConfig(checkpoint=str(exported.checkpoint), out=str(out), data_dir=str(exported.data_dir),
+    code, err = _export_cli(exported, previous_set, capsys)
+    assert code == status and err.count("\n") == 1
+    assert _snapshot(previous_set) == before  # no staging folder left either
+
+
+def test_a_failing_move_leaves_the_previous_set_and_report_byte_identical(exported, previous_set, monkeypatch):
+    before = _snapshot(previous_set)
+    monkeypatch.setattr(export, "export_aoti", lambda model, path, meta, device: shutil.copy(
+        exported.out / path.name, path))  # the fixture's compilation, reused
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == previous_set / FILES[INT8] and ".staging-" in str(src):  # the third new file moved in
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(export.os, "replace", replace)
+    cfg = ExportConfig(checkpoint=str(exported.checkpoint), out=str(previous_set), data_dir=str(exported.data_dir),
                        calibration_images=64, seed=1, parity=False)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(UserError, match="cannot move the new set into .*the previous set and its report are back"):
         run_export(cfg)
-    assert _snapshot(out) == before  # no staging folder left either
+    assert _snapshot(previous_set) == before
+
+
+def test_an_artifact_path_taken_by_a_folder_is_refused_before_any_work(exported, previous_set, monkeypatch, capsys):
+    (previous_set / FILES[AOTI_CPU]).unlink()
+    (previous_set / FILES[AOTI_CPU]).mkdir()
+    before = _snapshot(previous_set)
+    monkeypatch.setattr(export, "load_model", lambda *a: pytest.fail("work started"))
+    code, err = _export_cli(exported, previous_set, capsys)
+    assert code == 2 and err.count("\n") == 1 and "alexnet_cifar.aoti-cpu.pt2 is not a regular file" in err
+    assert _snapshot(previous_set) == before
+
+
+def test_a_full_disk_ends_the_export_in_one_line_and_keeps_the_previous_set(exported, previous_set, monkeypatch,
+                                                                            capsys):
+    before = _snapshot(previous_set)
+    full_disk(monkeypatch)
+    code, err = _export_cli(exported, previous_set, capsys)
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
+    assert _snapshot(previous_set) == before
+
+
+def test_an_out_held_by_another_export_is_refused_in_one_line(exported, previous_set, capsys):
+    before = _snapshot(previous_set)
+    with claim_output(previous_set, "--out"):
+        code, err = _export_cli(exported, previous_set, capsys)
+    assert code == 2 and err.count("\n") == 1 and "is in use by another run (pid" in err
+    assert _snapshot(previous_set) == before
 
 
 def test_completed_export_replaces_the_whole_set_and_drops_the_report_and_files_of_the_previous_one(
@@ -191,6 +255,8 @@ def test_completed_export_replaces_the_whole_set_and_drops_the_report_and_files_
     (out / "parity.json").write_text("{}\n")
     if not torch.cuda.is_available():
         (out / FILES[AOTI_CUDA]).write_bytes(b"a CUDA package of a previous export")
+    (out / ".staging-killed").mkdir()  # left by an export killed with SIGKILL
+    (out / ".staging-killed" / FILES[TORCHSCRIPT]).write_bytes(b"half an export")
     before = _snapshot(out)
     # the AOTInductor compilation (tens of seconds) is the fixture's: one per session
     monkeypatch.setattr(export, "export_aoti", lambda model, path, meta, device: shutil.copy(

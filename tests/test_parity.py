@@ -16,6 +16,7 @@ from onnx import numpy_helper
 
 from alexnet_perf import parity
 from alexnet_perf.artifacts import AOTI_CUDA, FILES, INT8, SOURCE_SHA256_KEY
+from alexnet_perf.atomic import claim_output
 from alexnet_perf.backends import backend_specs
 from alexnet_perf.errors import UserError
 from alexnet_perf.parity import ParityConfig, ParityReport
@@ -193,3 +194,12 @@ def test_damaged_parity_json_is_a_user_error(tmp_path):
     path.write_text("{truncated")
     with pytest.raises(UserError, match="parity.json: not readable JSON"):
         ParityReport.read(path)
+
+
+def test_an_exports_folder_held_by_an_export_is_refused_before_any_work(exported, exports, monkeypatch):
+    monkeypatch.setattr(parity, "load_model", lambda *a: pytest.fail("work started"))
+    cfg = ParityConfig(checkpoint=str(exported.checkpoint), exports=str(exports), data_dir=str(exported.data_dir))
+    with claim_output(exports, "--out"):
+        with pytest.raises(UserError, match=f"--exports {exports} is in use by another run"):
+            parity.main(cfg)
+    assert not (exports / "PARITY.md").exists()

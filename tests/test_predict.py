@@ -4,8 +4,11 @@ naming it, before any model is loaded."""
 
 import json
 import re
+import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from alexnet_perf import cli, predict
 from alexnet_perf.backends import BackendUnavailable, backend_spec, backend_specs
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import CLASSES, normalize, read_batch
@@ -195,8 +199,38 @@ def test_a_non_image_file_is_one_line_naming_it_before_any_model_is_loaded(pictu
 def test_an_unknown_backend_is_refused_in_one_line(pictures, tmp_path):
     out = _command(str(pictures["rgb"]), "--backend", "abacus", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "abacus" in out.stderr
+    assert out.stderr.count("\n") == 1 and "invalid choice" in out.stderr and "usage:" not in out.stderr
 
 
 def test_no_image_at_all_is_a_user_error():
     with pytest.raises(UserError, match="no image given"):
         read_images([])
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height pixels but holds almost no data: what a decoder sees first."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_144_megapixel_picture_is_refused_before_decoding(tmp_path):
+    huge = _png_header_only(tmp_path / "huge.png", 12_000, 12_000)
+    with pytest.raises(UserError, match=r"huge.png: 12000x12000 pixels \(144 megapixels\) is more than the 50"):
+        read_image(huge)
+
+
+def test_a_truncated_torch_export_file_is_one_line_without_torchs_logged_traceback(exported, pictures, tmp_path,
+                                                                                  capfd):
+    exports = shutil.copytree(exported.out, tmp_path / "exports")
+    program = exports / "alexnet_cifar.pt2"
+    program.write_bytes(program.read_bytes()[:4096])
+    code = cli.run(PredictConfig, predict.main, "predict", "", [str(pictures["rgb"]), "--backend", "torch.export",
+                                                                "--exports", str(exports)])
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "alexnet_cifar.pt2: damaged or not loadable" in err

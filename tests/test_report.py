@@ -166,6 +166,20 @@ def test_malformed_case_in_benchmark_json_is_a_user_error(tmp_path):
     assert code == 2 and not (tmp_path / "R.md").exists()
 
 
+@pytest.mark.parametrize("field, value", [("ms_per_sample", -1.0), ("ms_per_sample", float("nan")),
+                                          ("samples_per_s", float("inf")), ("ms_per_sample", 0.0),
+                                          ("batch_size", 0)])
+def test_impossible_timings_are_refused_in_one_line_and_write_nothing(tmp_path, capsys, field, value):
+    broken = case("inference", "eager-fp32", 1, 2.0)
+    broken["extra_info"][field] = value
+    bench = bench_json(tmp_path, benchmarks=[broken])  # json writes NaN and Infinity as Python reads them back
+    code = cli.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
+                                                      "--results", str(tmp_path / "R.md")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"extra_info.{field} = " in err
+    assert not (tmp_path / "R.md").exists()
+
+
 def test_report_of_a_real_benchmark_run_shows_a_real_parity_runs_accuracy(exported, tmp_path, monkeypatch, capsys):
     """The suite's JSON and parity's parity.json, as their producers write them, read by the report."""
     exports = shutil.copytree(exported.out, tmp_path / "exports")

@@ -74,7 +74,7 @@ def test_resume_is_exact_with_the_fast_training_options_on(synthetic_cifar, tmp_
     first = train(tiny_config(synthetic_cifar, tmp_path / "broken", **options), stop=StopAfter(20))
     saved = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
     assert first.interrupted and saved["epoch"] == 1 and saved["step_in_epoch"] == 5  # inside a low-res epoch
-    train(tiny_config(synthetic_cifar, tmp_path / "broken", resume=True))
+    train(tiny_config(synthetic_cifar, tmp_path / "broken", resume=True, **options))
     a = load_checkpoint(last_path(tmp_path / "straight" / "m.pth"))
     b = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
     assert a["epoch"] == b["epoch"] == 3
@@ -225,7 +225,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash_midway)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="disk full"):
         save_atomic({"v": torch.zeros(3)}, path)
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.equal(torch.load(path, weights_only=True)["v"], torch.ones(3))

@@ -1,4 +1,5 @@
-"""`python -m alexnet_perf.train` as users type it: recipes, range checks, output checks, Ctrl-C and --resume."""
+"""`python -m alexnet_perf.train` as users type it: recipes, range checks, output checks, Ctrl-C, SIGTERM and
+--resume, concurrent runs on one checkpoint, a full disk."""
 
 import signal
 import subprocess
@@ -7,9 +8,12 @@ import sys
 import pytest
 
 from alexnet_perf import cli
+from alexnet_perf.atomic import claim_output
 from alexnet_perf.checkpoint import last_path, load_checkpoint
 from alexnet_perf.recipes import RECIPES
-from alexnet_perf.train import PROG, CtrlC, TrainConfig, main
+from alexnet_perf.train import PROG, CtrlC, TrainConfig, main, train
+
+from conftest import full_disk
 
 
 def train_cli(*args, cwd, timeout=300):
@@ -84,7 +88,9 @@ def test_second_run_without_resume_exits_2_and_keeps_the_first(synthetic_cifar, 
     assert (tmp_path / "m.pth").read_bytes() == before
 
 
-def test_ctrl_c_saves_the_run_exits_130_and_resume_finishes_it(synthetic_cifar, tmp_path):
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_saves_the_run_exits_128_plus_signal_and_resume_finishes_it(synthetic_cifar, tmp_path, sig,
+                                                                                      status):
     ckpt = tmp_path / "m.pth"
     args = ["--epochs", "30", "--batch-size", "16", "--val-size", "64", "--device", "cpu", "--data-dir",
             str(synthetic_cifar), "--checkpoint", str(ckpt), "--no-tensorboard"]
@@ -92,9 +98,9 @@ def test_ctrl_c_saves_the_run_exits_130_and_resume_finishes_it(synthetic_cifar, 
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     first_line = proc.stdout.readline()  # the first epoch is done: the handler is installed
     assert first_line.startswith("epoch 1/30"), first_line
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
+    assert proc.returncode == status, stderr[-2000:]
     assert "interrupted: state saved to" in stderr and "--resume" in stderr and "Traceback" not in stderr
     saved = load_checkpoint(last_path(ckpt))
     assert 1 <= saved["epoch"] < 30 and saved["step_in_epoch"] > 0  # saved mid-epoch, right after a step
@@ -117,3 +123,66 @@ def test_an_abort_exits_130_in_one_line(capsys):
 
     assert cli.run(TrainConfig, aborted, PROG, "", []) == 130
     assert capsys.readouterr().err == f"{PROG}: interrupted\n"
+
+
+def test_a_second_sigterm_aborts_at_once_with_143(capsys):
+    handler = CtrlC()
+    handler(signal.SIGTERM, None)
+    assert handler.is_set() and handler.exit_status == 143 and "SIGTERM: saving" in capsys.readouterr().err
+    with pytest.raises(cli.Terminated):
+        handler(signal.SIGTERM, None)
+
+
+def test_a_checkpoint_held_by_another_run_is_refused_in_one_line(tmp_path, capsys):
+    with claim_output(tmp_path / "m.pth", "--checkpoint"):
+        code = cli.run(TrainConfig, main, PROG, "", ["--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard",
+                                                     "--data-dir", str(tmp_path / "absent")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "m.pth is in use by another run (pid" in err
+
+
+def test_of_two_runs_started_together_on_one_checkpoint_exactly_one_proceeds(synthetic_cifar, tmp_path):
+    args = ["--epochs", "1", "--batch-size", "16", "--val-size", "64", "--device", "cpu", "--data-dir",
+            str(synthetic_cifar), "--checkpoint", str(tmp_path / "conc.pth"), "--no-tensorboard"]
+    runs = [subprocess.Popen([sys.executable, "-m", "alexnet_perf.train", *args, "--seed", str(seed)], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in runs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    winner = [seed for seed, (code, _) in zip((1, 2), results) if code == 0][0]
+    loser_err = [err for code, err in results if code == 2][0]
+    assert loser_err.count("\n") == 1 and "Traceback" not in loser_err  # in use, or already written: one line
+    assert load_checkpoint(tmp_path / "conc.pth")["config"]["seed"] == winner
+
+
+def test_a_full_disk_ends_in_one_line_and_keeps_the_previous_run(synthetic_cifar, tmp_path, capsys, monkeypatch):
+    args = ["--epochs", "1", "--batch-size", "16", "--val-size", "64", "--device", "cpu", "--data-dir",
+            str(synthetic_cifar), "--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard"]
+    assert cli.run(TrainConfig, main, PROG, "", args) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "m.pth", last_path(tmp_path / "m.pth"))}
+    full_disk(monkeypatch)
+    code = cli.run(TrainConfig, main, PROG, "", [*args, "--overwrite", "--seed", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
+    assert "m.last.pth (epoch 1); make room and continue it with --resume" in err
+    assert {p: p.read_bytes() for p in before} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+class _StopAtOnce:
+    def is_set(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("flags, named", [(["--batch-size", "8"], "--batch-size 8 differs from its 16"),
+                                          (["--recipe", "best"], "--recipe best differs from its ")])
+def test_resume_refuses_flags_that_would_be_ignored(synthetic_cifar, tmp_path, capsys, flags, named):
+    args = ["--epochs", "3", "--batch-size", "16", "--val-size", "64", "--device", "cpu", "--data-dir",
+            str(synthetic_cifar), "--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard"]
+    assert train(cli.parse(TrainConfig, PROG, "", args), _StopAtOnce()).interrupted  # saved after one step
+    saved = last_path(tmp_path / "m.pth").read_bytes()
+    resume = ["--resume", "--checkpoint", str(tmp_path / "m.pth"), "--data-dir", str(synthetic_cifar)]
+    code = cli.run(TrainConfig, main, PROG, "", [*resume, *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and named in err, err
+    assert last_path(tmp_path / "m.pth").read_bytes() == saved
