@@ -233,3 +233,14 @@ def test_low_resolution_epochs_come_first_and_the_rest_are_full_size():
     for crop, i in zip(x, y):
         assert (windows[i] == crop[:, None, None]).permute(1, 2, 0, 3, 4).flatten(2).all(2).any()
 
+
+
+def test_loader_batches_make_no_tensor_from_host_data(monkeypatch):
+    """On a GPU every tensor built from Python numbers is a blocking host-to-device copy: an epoch must not make
+    any per batch (the normalisation constants are made once, with the loader)."""
+    loader = DeviceLoader(np.zeros((64, 3, 32, 32), np.uint8), np.arange(64) % 10, 8, train=True, augment=True)
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    batches = list(loader.epoch(0))
+    assert len(batches) == 8 and made == []
