@@ -57,6 +57,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.backends.cudnn.deterministic = deterministic
 
 
+def set_tf32(enabled: bool) -> None:
+    """TF32 for fp32 cuDNN convolutions and cuBLAS matmuls, process-wide. Set explicitly for every run: cuDNN's
+    default is on, so an "fp32" GPU run would otherwise compute convolutions in TF32."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
