@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_perf import cli, evaluate
 from alexnet_perf.data import DeviceLoader
@@ -126,3 +127,30 @@ def test_checkpoint_with_a_malformed_label_smoothing_is_refused(trained, tmp_pat
     torch.save(ckpt, odd)
     code, out, err = _evaluate((data_dir, odd), tmp_path, capsys)
     _assert_refused_up_front(code, out, err, "label_smoothing must be a number")
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the operators that read a tensor's values back to the host (on a GPU, each one waits for it)."""
+
+    SYNCHRONISING = {"aten::bincount", "aten::_local_scalar_dense", "aten::nonzero", "aten::unique",
+                     "aten::_unique2", "aten::masked_select"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func._schema.name in self.SYNCHRONISING
+        return func(*args, **(kwargs or {}))
+
+
+def test_evaluation_reads_nothing_back_to_the_host_per_batch():
+    """The number of host read-backs does not grow with the number of batches (only the totals at the end)."""
+    counts = []
+    for batches in (2, 6):
+        n = 4 * batches
+        loader = DeviceLoader(torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.arange(n) % 10, batch_size=4)
+        with _HostReads() as reads:
+            evaluate_model(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), loader)
+        counts.append(reads.count)
+    assert counts[0] == counts[1]
