@@ -32,6 +32,8 @@ from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME
 from .errors import UserError
 from .runtime import autocast, cuda_has_bf16
 
+WARMUP_CALLS = 2  # calls before a backend runs at its steady speed: torch.compile compiles in the first call, and
+# with CUDA graphs (mode reduce-overhead) runs that first call unrecorded, records on the second, replays from the third
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # PyTorch backends' autocast dtypes
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT: int8 models keep

@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from alexnet_perf.artifacts import ArtifactMetadata, missing_artifacts, present_artifacts, read_source_sha256
+from alexnet_perf.backends import WARMUP_CALLS as BACKEND_WARMUP_CALLS
 from alexnet_perf.data import CLASSES, normalize, preprocessing
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
@@ -32,7 +33,7 @@ from alexnet_perf.results import CaseInfo, TimedArtifacts, machine_description
 
 EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 CALIBRATION_IMAGES = 128  # a stand-in export calibrates on random pixels: the INT8 graph costs the same
-WARMUP_CALLS = 3  # untimed: compilation (and CUDA-graph recording) in the first two, the last one sizes the rounds
+WARMUP_CALLS = BACKEND_WARMUP_CALLS + 1  # untimed: the backend's own warm-up, then one call that sizes the rounds
 MAX_ROUNDS = 100  # more calls than this per case are grouped into iterations of one round
 ARTIFACTS_KEY = pytest.StashKey[dict]()
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet_perf.backends import BackendUnavailable, backend_spec, backend_specs
+from alexnet_perf.backends import Backend, BackendUnavailable, backend_spec, backend_specs
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import CLASSES, normalize, read_batch
 from alexnet_perf.errors import UserError
-from alexnet_perf.predict import PredictConfig, read_image, read_images, resize_to_input, run_predict
+from alexnet_perf.predict import PredictConfig, read_image, read_images, resize_to_input, run_predict, timed_logits
 
 CPU_BACKENDS = [spec.name for spec in backend_specs("cpu")]
 
@@ -200,3 +200,22 @@ def test_an_unknown_backend_is_refused_in_one_line(pictures, tmp_path):
 def test_no_image_at_all_is_a_user_error():
     with pytest.raises(UserError, match="no image given"):
         read_images([])
+
+
+class _RecordsOnSecondCall(Backend):
+    """Like torch.compile's CUDA graphs: the first call compiles, the second records, later calls replay."""
+
+    name, device = "stand-in", torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.zeros(len(x), 10)
+
+
+def test_the_timed_call_comes_after_compilation_and_cuda_graph_recording():
+    backend = _RecordsOnSecondCall()
+    timed_logits(backend, torch.zeros(2, 3, 32, 32))
+    assert backend.calls == 3  # two untimed (compile, record), then the timed replay
