@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from alexnet_perf.backends import backend_specs
+from alexnet_perf.recipes import RECIPES
 
 from conftest import benchmark_script
 
@@ -43,9 +44,11 @@ def test_gpu_cases_run_on_the_cpu_stand_in_without_openvino(tmp_path):
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('openvino is not installed (test)')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker.parent), str(REPO)])}
-    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "-m", "gpu", "--gpu-stand-in",
-                          "-k", "eager-fp32-cuda-1 or seed-eager", "--benchmark-disable", "-p", "no:cacheprovider",
-                          "-q"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    cases = ["benchmarks/test_inference.py::test_inference[eager-fp32-cuda-1]",
+             f"benchmarks/test_training.py::test_recipe_step_cuda[{sorted(RECIPES)[0]}-eager]"]
+    run = subprocess.run([sys.executable, "-m", "pytest", *cases, "--gpu-stand-in", "--benchmark-disable",
+                          "-p", "no:cacheprovider", "-q"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "2 passed" in run.stdout
 
