@@ -1,6 +1,7 @@
 """python -m alexnet_perf.evaluate: the scores it computes, and every mistake refused in one line before work."""
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -154,3 +155,15 @@ def test_evaluation_reads_nothing_back_to_the_host_per_batch():
             evaluate_model(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), loader)
         counts.append(reads.count)
     assert counts[0] == counts[1]
+
+
+def test_fp32_evaluation_turns_tf32_off_and_records_it(trained, tmp_path, capsys):
+    """cuDNN's default is TF32 on: the fp32 reference evaluation must turn it off, and its JSON says so."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        code, _, _ = _evaluate(trained, tmp_path, capsys, "--json", str(tmp_path / "eval.json"))
+        assert code == 0 and not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    assert json.loads((tmp_path / "eval.json").read_text())["tf32"] is False
