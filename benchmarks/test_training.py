@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet_perf.artifacts import INPUT_SHAPE
 from alexnet_perf.data import DeviceLoader
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.runtime import synchronize
@@ -82,7 +83,7 @@ def test_training_step(measure, make_images, compiled_graphs, request: pytest.Fi
     cfg = TrainConfig(RECIPE, batch_size=batch_size, amp=spec.amp, channels_last=spec.channels_last,
                       compile=spec.compile, device=_device(device, request), val_size=0,
                       low_res_epochs=0)  # full-size images
-    compiled_graphs.prepare((batch_size, 3, 32, 32))
+    compiled_graphs.prepare((batch_size, *INPUT_SHAPE))
     images = make_images(LOADER_BATCHES * batch_size)
     t = build_training(cfg, (images, np.arange(len(images)) % 10))
     _measure_step(measure, t, backend=spec.label(t.precision), reference=config_id == "eager-fp32",
@@ -109,7 +110,7 @@ def test_recipe_step_cuda(measure, make_images, compiled_graphs, gpu_device: tor
     network step reuse one compiled graph (compiled_graphs)."""
     cfg = TrainConfig(recipe, device=gpu_device.type, compile=False,
                       low_res_epochs=0)  # the full-size (slowest) epochs
-    compiled_graphs.prepare((cfg.batch_size, 3, 32, 32))
+    compiled_graphs.prepare((cfg.batch_size, *INPUT_SHAPE))
     images = make_images(LOADER_BATCHES * cfg.batch_size)
     t = build_training(cfg, (images, np.arange(len(images)) % 10))
     mode = compile_mode(variant, t.device)
