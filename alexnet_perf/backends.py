@@ -36,8 +36,10 @@ from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME
                         OUTPUT_NAME, TORCHSCRIPT, check_external_data, existing_artifact,
                         torchscript_deprecation_silenced)
 from .errors import UserError
-from .runtime import autocast
+from .runtime import autocast, cuda_has_bf16
 
+WARMUP_CALLS = 2  # calls before a backend runs at its steady speed: torch.compile compiles in the first call, and
+# with CUDA graphs (mode reduce-overhead) runs that first call unrecorded, records on the second, replays from the third
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # PyTorch backends' autocast dtypes
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT: int8 models keep
@@ -138,8 +140,8 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of a precision name; BackendUnavailable for bf16 on a GPU without it."""
     if precision not in PRECISIONS:
         raise UserError(f"PyTorch backends run in {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise BackendUnavailable(f"{torch.cuda.get_device_name(device)} has no bf16")
+    if precision == "bf16" and device.type == "cuda" and not cuda_has_bf16():
+        raise BackendUnavailable(f"{torch.cuda.get_device_name(device)} has no native bf16 (only emulated)")
     return PRECISIONS[precision]
 
 

@@ -227,10 +227,17 @@ def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int):
 
 # --- batches on the device -----------------------------------------------------------------------------------
 
-def normalize(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
-    """uint8 (N, 3, H, W) → float32 scaled to [0, 1] and standardised with MEAN/STD (the model's input)."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+def normalization_stats(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD as (1, 3, 1, 1) float32 tensors on device. Made once per loader: built per batch on a GPU they
+    were two blocking host-to-device copies every step, which kept the CPU from running ahead of the GPU."""
+    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1))
+
+
+def normalize(images: torch.Tensor, channels_last: bool = True,
+              stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → float32 scaled to [0, 1] and standardised with MEAN/STD (the model's input). stats:
+    normalization_stats of images' device, for callers that normalise many batches."""
+    mean, std = stats if stats is not None else normalization_stats(images.device)
     x = (images.float() / 255 - mean) / std
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
@@ -283,6 +290,7 @@ class DeviceLoader:
         self.batch_size, self.train, self.augment = batch_size, train, augment
         self.seed, self.channels_last, self.crop_padding = seed, channels_last, crop_padding
         self.low_res_epochs, self.low_res_size = low_res_epochs, low_res_size
+        self.stats = normalization_stats(self.device)
 
     def __len__(self) -> int:
         n = len(self.images)
@@ -318,4 +326,4 @@ class DeviceLoader:
                     x = random_crop(x, offsets[0, idx], offsets[1, idx], pad, size)
                 if self.augment:
                     x = random_flip(x, flips[idx])
-            yield normalize(x, self.channels_last), y
+            yield normalize(x, self.channels_last, self.stats), y

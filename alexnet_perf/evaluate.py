@@ -18,7 +18,7 @@ from .atomic import check_writable, write_atomic, write_text_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10
 from .errors import UserError
-from .runtime import amp_dtype, autocast, resolve_device, synchronize
+from .runtime import amp_dtype, autocast, resolve_device, set_tf32, synchronize
 
 EVAL_BATCH_SIZE = 500  # test and validation passes: large enough to amortise per-call overhead, small in memory
 
@@ -56,7 +56,8 @@ def predict(model: torch.nn.Module, x: torch.Tensor, tta: bool = False) -> torch
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, loader: DeviceLoader, precision: torch.dtype | None = None,
                    label_smoothing: float = 0.0, tta: bool = False, num_classes: int = 10) -> EvalMetrics:
-    """Score model (in eval mode) on every sample of loader; the time includes preprocessing on the device."""
+    """Score model (in eval mode) on every sample of loader; the time includes preprocessing on the device. Nothing
+    is read back to the host until the pass ends, so a GPU is never waited for between batches."""
     was_training = model.training
     model.eval()
     device = loader.device
@@ -68,7 +69,8 @@ def evaluate_model(model: torch.nn.Module, loader: DeviceLoader, precision: torc
         with autocast(device, precision):
             logits = predict(model, x, tta).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing)
-        confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
+        confusion.index_add_(0, y * num_classes + logits.argmax(1), torch.ones_like(y))  # bincount would read
+        # the largest index back to the host: two GPU synchronisations per batch
     synchronize(device)
     seconds = time.perf_counter() - start
     model.train(was_training)
@@ -189,13 +191,14 @@ def score_model(model: torch.nn.Module, ckpt: dict[str, Any], source: str, image
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     loader = DeviceLoader(images, labels, batch_size, device, channels_last=channels_last)
     precision = amp_dtype(device, amp)
+    set_tf32(False)  # fp32 means fp32 on GPUs too (cuDNN's default would run the convolutions in TF32)
     plain = evaluate_model(model, loader, precision, label_smoothing=label_smoothing, num_classes=len(CLASSES))
     with_tta = None
     if tta == "on" or (tta == "auto" and recipe_uses_tta):
         with_tta = snapshot(evaluate_model(model, loader, precision, label_smoothing=label_smoothing, tta=True,
                                            num_classes=len(CLASSES)))
     return snapshot(plain, checkpoint=source, device=str(device), batch_size=batch_size,
-                    precision=str(precision or torch.float32).removeprefix("torch."),
+                    precision=str(precision or torch.float32).removeprefix("torch."), tf32=False,
                     loss_label_smoothing=label_smoothing, epoch=ckpt.get("epoch"), recipe_uses_tta=recipe_uses_tta,
                     tta=with_tta)
 

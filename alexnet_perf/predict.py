@@ -31,7 +31,7 @@ from torch import nn
 
 from . import cli
 from .atomic import write_text_atomic
-from .backends import REFERENCE, Backend, backend_spec, backend_specs, create_backend
+from .backends import REFERENCE, WARMUP_CALLS, Backend, backend_spec, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, normalize
 from .errors import UserError
@@ -155,8 +155,10 @@ class PredictResult:
 
 
 def timed_logits(backend: Backend, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """backend(x) and the seconds it took, after one untimed warm-up call (compilation, first-run set-up)."""
-    backend(x)
+    """backend(x) and the seconds it took, after backends.WARMUP_CALLS untimed calls (compilation, first-run set-up,
+    CUDA-graph recording)."""
+    for _ in range(WARMUP_CALLS):
+        backend(x)
     synchronize(backend.device)
     start = time.perf_counter()
     logits = backend(x)

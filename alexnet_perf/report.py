@@ -129,11 +129,12 @@ def _table(entries: list[CaseInfo], ups: dict[CaseInfo, float], accuracies: dict
         head, rule = head + " test accuracy |", rule + " ---: |"
     per_epoch = any(e.images_per_epoch for e in entries)
     if per_epoch:
-        head, rule = head + " recipe | s/epoch |", rule + " --- | ---: |"
+        head, rule = head + " recipe | s/epoch | projected run |", rule + " --- | ---: | ---: |"
     lines = [head, rule]
     for e in sorted(entries, key=lambda e: (e.batch_size, e.device, e.ms_per_sample)):
         up = f"{ups[e]:.2f}×" if e in ups else "—"
-        row = (f"| {e.batch_size} | {e.backend} | {e.device} | {e.dtype} | {e.threads if e.threads else '—'} | "
+        dtype = f"{e.dtype} (TF32)" if e.tf32 else e.dtype
+        row = (f"| {e.batch_size} | {e.backend} | {e.device} | {dtype} | {e.threads if e.threads else '—'} | "
                f"{_ms(e.ms_per_sample)} | {e.samples_per_s:,.0f} | {up} |")
         if flops:
             row += f" {flops * e.samples_per_s / 1e9:,.0f} |"
@@ -142,7 +143,8 @@ def _table(entries: list[CaseInfo], ups: dict[CaseInfo, float], accuracies: dict
             row += f" {100 * acc:.2f}% |" if acc is not None else " — |"
         if per_epoch:
             seconds = e.images_per_epoch * e.ms_per_sample / 1000 if e.images_per_epoch else None
-            row += f" {e.recipe or '—'} | {f'{seconds:.1f}' if seconds is not None else '—'} |"
+            run = f"{e.epochs * seconds / 60:.1f} min" if seconds is not None and e.epochs else "—"
+            row += f" {e.recipe or '—'} | {f'{seconds:.1f}' if seconds is not None else '—'} | {run} |"
         lines.append(row)
     return lines
 
@@ -252,6 +254,10 @@ def render(cfg: ReportConfig, data: dict[str, Any], entries: list[CaseInfo], art
                  f" GFLOP/s = convolution and matmul FLOPs done per second ({flops['inference'] / 1e6:.1f} MFLOP per "
                  f"sample for inference, {flops['training'] / 1e6:.1f} for a training step's forward and backward)."
                  if flops else "")]
+    if data.get("gpu_stand_in"):
+        lines.append("- **Rehearsal:** the GPU cases ran on the CPU in place of a GPU (`--gpu-stand-in`), each CUDA "
+                     "backend by its CPU counterpart under the CUDA backend's name: these figures test the run, not "
+                     "a GPU.")
     inference = [e for e in entries if e.kind == "inference"]
     if inference:
         accuracy, note = accuracies
@@ -266,9 +272,13 @@ def render(cfg: ReportConfig, data: dict[str, Any], entries: list[CaseInfo], art
         lines += ["", "### Training throughput", "",
                   "One training step per timed call, built by train.py's build_training and run by Training.step: "
                   "the next batch from the device-resident loader (with its crop and flip), forward, loss, "
-                  "backward and SGD update. `fast` recipe at batch 128, 256 and 512 on every device; on a GPU also "
-                  "each recipe at its own batch size (eager, compiled, CUDA graphs), with its time per epoch.",
+                  "backward and SGD update: the `fast` recipe at batch 128, 256 and 512, and each recipe at its "
+                  "own batch size (eager, compiled, CUDA graphs; GPU cases), with its time per epoch and the "
+                  "projected training time of its whole run (epochs × s/epoch: every epoch timed at full size, so "
+                  "an upper bound for recipes with low-resolution epochs; evaluation and compilation not "
+                  "included). fp32 on a GPU is marked (TF32) where TF32 was on.",
                   ""]
+
         lines += _table(training, ups, None, "image", flops.get("training"))
     if data.get("skipped"):
         lines += ["", "Skipped cases, with the reason the suite gave:", "", *_skipped(data["skipped"])]

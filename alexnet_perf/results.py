@@ -37,6 +37,8 @@ class CaseInfo:
     statistic: str = "median"  # of the timed rounds, that ms_per_sample and samples_per_s come from
     recipe: str | None = None  # training cases: the recipe whose step was timed
     images_per_epoch: int | None = None  # training cases: images in one epoch of that recipe (gives s/epoch)
+    epochs: int | None = None  # training cases of a recipe: its epoch count (gives the projected time of its run)
+    tf32: bool | None = None  # GPU cases in fp32: whether convolutions and matmuls ran in TF32 (None: not applicable)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cuda_has_bf16() -> bool:
+    """Whether the current GPU computes bf16 natively (compute capability 8.0 and up). torch's default answer also
+    counts bf16 emulated in fp32 as supported, which on older GPUs is slower than fp16 with a GradScaler."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """Autocast precision: bf16 on CPUs and on GPUs that support it, fp16 (with a GradScaler) on older GPUs."""
+    """Autocast precision: bf16 on CPUs and on GPUs with native bf16, fp16 (with a GradScaler) on older GPUs."""
     if not enabled:
         return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and not cuda_has_bf16():
         return torch.float16
     return torch.bfloat16
 
@@ -49,6 +55,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.deterministic = deterministic
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 for fp32 cuDNN convolutions and cuBLAS matmuls, process-wide. Set explicitly for every run: cuDNN's
+    default is on, so an "fp32" GPU run would otherwise compute convolutions in TF32."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
 
 
 def synchronize(device: torch.device) -> None:

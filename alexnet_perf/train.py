@@ -35,7 +35,8 @@ from .evaluate import EVAL_BATCH_SIZE, EvalMetrics, evaluate_model, format_snaps
 from .init import whiten_first_conv
 from .model import AlexNetCifar
 from .recipes import DEFAULT_RECIPE, RECIPES
-from .runtime import amp_dtype, autocast, keep_freed_memory, resolve_device, seed_everything, synchronize
+from .runtime import (amp_dtype, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32,
+                      synchronize)
 
 SCHEDULES = ("cosine-epoch", "cosine", "linear")
 PROG = "python -m alexnet_perf.train"
@@ -93,6 +94,8 @@ class TrainSettings:
     device: str = cli.option("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N")
     compile: bool = cli.option(False, "torch.compile the network (forward and backward) for training")
     amp: bool = cli.option(False, "mixed precision: bf16 autocast on CPU/modern GPUs, fp16 + GradScaler otherwise")
+    tf32: bool = cli.option(False, "on GPUs, let the fp32 convolutions and matmuls (all of them without --amp) run "
+                                   "in TF32: faster, with a 10-bit mantissa; off, fp32 means fp32")
     channels_last: bool = cli.option(True, "channels-last memory layout for the network and its inputs")
     reuse_freed_memory: bool = cli.option(True, "on a CPU, keep freed memory in the process for the next step "
                                                 "instead of returning it to the kernel (glibc): large tensors stop "
@@ -221,10 +224,11 @@ class Training:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on (x, y): forward under autocast, loss, backward, clipping, update, schedule, EMA.
         Returns the loss and the number of correct predictions, still on the device."""
+        self.optimizer.zero_grad(set_to_none=True)  # before the forward: the last step's gradients are freed
+        # before this step's activations are allocated (and, with CUDA graphs, before the graph is replayed)
         with autocast(x.device, self.precision):
             logits = self.net(x)
         loss = self.criterion(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
@@ -250,13 +254,15 @@ def load_splits(cfg: TrainConfig) -> tuple[Split, Split | None]:
 
 
 def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None = None) -> Training:
-    """Seed, then make the loaders, network (with BatchNorm momentum, dropout scale and whitening init), EMA,
-    optimizer, schedule, scaler and loss of cfg: a fresh run at step 0, or the frame that restore_training fills.
+    """Seed and set TF32 as cfg says (process-wide, like cuDNN's autotuning), then make the loaders, network (with
+    BatchNorm momentum, dropout scale and whitening init), EMA, optimizer, schedule, scaler and loss of cfg: a fresh
+    run at step 0, or the frame that restore_training fills.
     On a CPU the process first keeps freed memory for reuse (cfg.reuse_freed_memory; runtime.keep_freed_memory)."""
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.reuse_freed_memory:
         keep_freed_memory()
     seed_everything(cfg.seed, cfg.deterministic)
+    set_tf32(cfg.tf32)
     train_loader = DeviceLoader(*train_data, cfg.batch_size, device, train=True, augment=cfg.augment, seed=cfg.seed,
                                 channels_last=cfg.channels_last, crop_padding=cfg.crop_padding,
                                 low_res_epochs=cfg.low_res_epochs, low_res_size=cfg.low_res_size)

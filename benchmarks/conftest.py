@@ -7,6 +7,11 @@ out of the timings), then runs pedantic rounds sized from the warm call and pyte
 the report reads back: it carries the figure users ask for, ms per sample and samples per second (from the median
 round). The JSON also records the command, the artifacts used (a results.TimedArtifacts) and the reason of every
 skipped case. `--exports DIR` picks the artifact set to time (default: the repository's exports/).
+
+The GPU cases (marker gpu) run on the device of the `gpu_device` fixture: the GPU, or with --gpu-stand-in the CPU in
+place of it (benchmarks/gpu_check.sh --rehearse: every step of the GPU check, where there is no GPU). They load only
+the artifacts they need (`gpu_artifacts`), and compiled cases share torch.compile's caches while their input shape
+stays the same (`compiled_graphs`), so that no graph is compiled twice.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_perf.artifacts import ArtifactMetadata, missing_artifacts, present_artifacts, read_source_sha256
+from alexnet_perf.artifacts import (AOTI_CPU, AOTI_CUDA, FILES, ONNX, ArtifactMetadata, missing_artifacts,
+                                    present_artifacts, read_source_sha256)
+from alexnet_perf.backends import WARMUP_CALLS as BACKEND_WARMUP_CALLS
 from alexnet_perf.data import CLASSES, normalize, preprocessing
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
@@ -32,7 +39,7 @@ from alexnet_perf.results import CaseInfo, TimedArtifacts, machine_description
 
 EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 CALIBRATION_IMAGES = 128  # a stand-in export calibrates on random pixels: the INT8 graph costs the same
-WARMUP_CALLS = 3  # untimed: compilation (and CUDA-graph recording) in the first two, the last one sizes the rounds
+WARMUP_CALLS = BACKEND_WARMUP_CALLS + 1  # untimed: the backend's own warm-up, then one call that sizes the rounds
 MAX_ROUNDS = 100  # more calls than this per case are grouped into iterations of one round
 ARTIFACTS_KEY = pytest.StashKey[dict]()
 
@@ -47,14 +54,21 @@ def random_batch(batch_size: int, device: torch.device) -> torch.Tensor:
     return normalize(torch.from_numpy(random_images(batch_size)), channels_last=False).to(device)
 
 
-def export_random_network(model: torch.nn.Module, folder: Path) -> None:
-    """Write the artifact set of model into folder with export.py's own exporters."""
-    from alexnet_perf.export import calibration_images, export_all, exporter_versions
+def stand_in_metadata() -> ArtifactMetadata:
+    """The metadata of an export of the randomly initialised network."""
+    from alexnet_perf.export import exporter_versions
 
-    meta = ArtifactMetadata(classes=list(CLASSES), preprocessing=preprocessing(),
+    return ArtifactMetadata(classes=list(CLASSES), preprocessing=preprocessing(),
                             source_checkpoint="randomly initialised AlexNetCifar (benchmark stand-in)",
                             source_checkpoint_sha256="", source_epoch="", exporter_versions=exporter_versions())
-    export_all(model, folder, calibration_images(random_images(CALIBRATION_IMAGES), CALIBRATION_IMAGES, seed=0), meta)
+
+
+def export_random_network(model: torch.nn.Module, folder: Path) -> None:
+    """Write the artifact set of model into folder with export.py's own exporters."""
+    from alexnet_perf.export import calibration_images, export_all
+
+    export_all(model, folder, calibration_images(random_images(CALIBRATION_IMAGES), CALIBRATION_IMAGES, seed=0),
+               stand_in_metadata())
 
 
 def flops_per_sample() -> dict[str, float]:
@@ -100,6 +114,70 @@ def make_batch() -> Callable[[int, torch.device], torch.Tensor]:
 
 
 @pytest.fixture(scope="session")
+def gpu_device(request: pytest.FixtureRequest) -> torch.device:
+    """Where the GPU cases run: the GPU, or the CPU with --gpu-stand-in; they are skipped where there is neither."""
+    if request.config.getoption("gpu_stand_in"):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        pytest.skip(f"torch {torch.__version__} sees no CUDA GPU here")
+    return torch.device("cuda")
+
+
+def gpu_artifact_kinds(device: torch.device) -> list[str]:
+    """The artifacts the GPU cases load on device: the AOTInductor package for its type, and the ONNX file where
+    ONNX Runtime can serve it there (its CPU provider stands in on the CPU; a GPU needs the CUDA provider)."""
+    import onnxruntime
+
+    kinds = [AOTI_CUDA if device.type == "cuda" else AOTI_CPU]
+    if device.type == "cpu" or "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        kinds.append(ONNX)
+    return kinds
+
+
+@pytest.fixture(scope="session")
+def gpu_artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model: AlexNetCifar,
+                  gpu_device: torch.device) -> TimedArtifacts:
+    """--exports when it holds what the GPU cases load, else a one-off export of only those files of the random
+    network (the CUDA AOTInductor package is built on the GPU itself)."""
+    from alexnet_perf.export import export_aoti, export_onnx
+
+    exports, kinds = Path(request.config.getoption("exports")), gpu_artifact_kinds(gpu_device)
+    if all((exports / FILES[kind]).is_file() for kind in kinds):
+        found = TimedArtifacts(str(exports), "exports", set_source(exports))
+    else:
+        folder = tmp_path_factory.mktemp("gpu-exports")
+        meta = stand_in_metadata().to_strings()
+        for kind in kinds:
+            if kind == ONNX:
+                export_onnx(model, folder / FILES[kind], meta)
+            else:
+                export_aoti(model, folder / FILES[kind], meta, gpu_device.type)
+        found = TimedArtifacts(str(folder), "random-init", None)
+    request.config.stash[ARTIFACTS_KEY] = asdict(found)
+    return found
+
+
+class CompiledGraphs:
+    """torch.compile's caches across cases: reset when a case's input shape differs from the last compiled case's
+    (each case then compiles its own static-shape graph, instead of a dynamic-shape one), kept otherwise, so that
+    cases compiling the same network at the same shape (recipes with the same step, a CUDA-graph case's CPU
+    stand-in) reuse the graph; dynamo's guards recompile whatever does differ."""
+
+    def __init__(self) -> None:
+        self.shape: tuple[int, ...] | None = None
+
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        if shape != self.shape:
+            torch.compiler.reset()
+            self.shape = shape
+
+
+@pytest.fixture(scope="session")
+def compiled_graphs() -> CompiledGraphs:
+    return CompiledGraphs()
+
+
+@pytest.fixture(scope="session")
 def artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
               model: AlexNetCifar) -> TimedArtifacts:
     """--exports when it holds every required file, else a one-off export of the random network into a temporary
@@ -128,10 +206,12 @@ class Measure:
 
     def __call__(self, run: Callable[[], object], *, kind: str, batch_size: int, backend: str,
                  device: torch.device, dtype: str, threads: int | None, reference: bool,
-                 recipe: str | None = None, images_per_epoch: int | None = None) -> None:
+                 recipe: str | None = None, images_per_epoch: int | None = None, epochs: int | None = None,
+                 tf32: bool | None = None) -> None:
         """run() must finish its work before returning (synchronise on GPUs). reference: the case is the speed-up
-        baseline of its kind on its device (PyTorch eager fp32). recipe, images_per_epoch: for training steps, so
-        that the report can state the recipe's time per epoch."""
+        baseline of its kind on its device (PyTorch eager fp32). recipe, images_per_epoch, epochs: for training
+        steps, so that the report can state the recipe's time per epoch and of its whole run. tf32: whether fp32
+        convolutions and matmuls ran in TF32 (GPU cases)."""
         rounds, iterations = self.min_rounds, 1
         if self.benchmark.enabled:
             for _ in range(WARMUP_CALLS):
@@ -143,7 +223,7 @@ class Measure:
             rounds = max(self.min_rounds, math.ceil(self.max_time / (call * iterations)))
         case = CaseInfo(kind=kind, backend=backend, device=str(device), dtype=dtype, threads=threads,
                         batch_size=batch_size, reference=reference, recipe=recipe,
-                        images_per_epoch=images_per_epoch)
+                        images_per_epoch=images_per_epoch, epochs=epochs, tf32=tf32)
         self.benchmark.group = f"{kind} batch {batch_size}"
         self.benchmark.pedantic(run, rounds=rounds, iterations=iterations)
         if self.benchmark.stats:
@@ -194,20 +274,31 @@ class SuiteRecorder:
         output_json["flops_per_sample"] = flops_per_sample()
         output_json["load_average"] = {"start": self.load_at_start, "end": os.getloadavg()[0],
                                        "cores": os.cpu_count()}
+        output_json["gpu_stand_in"] = bool(config.getoption("gpu_stand_in"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--exports", default=str(EXPORTS), help="folder of the artifact set to time (default: "
                      "%(default)s; when it lacks a file, a randomly initialised network is exported instead)")
+    parser.addoption("--gpu-stand-in", action="store_true", help="run the GPU cases on the CPU in place of a GPU, "
+                     "each CUDA backend by its CPU counterpart: a rehearsal of benchmarks/gpu_check.sh where there "
+                     "is no GPU")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gpu: a benchmark case that runs on a CUDA GPU (skipped where none is usable)")
+    config.addinivalue_line("markers", "gpu: a benchmark case that runs on a CUDA GPU (skipped where none is usable; "
+                            "on the CPU with --gpu-stand-in)")
     config.pluginmanager.register(SuiteRecorder(), "alexnet_perf_benchmark_recorder")
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True  # autotuned convolutions; the tuning runs in the warm-up
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """GPU cases first: a time-boxed run on a GPU machine (gpu_check.sh) measures them before the CPU ones."""
-    items.sort(key=lambda item: item.get_closest_marker("gpu") is None)
+    """GPU cases first: a time-boxed run on a GPU machine (gpu_check.sh) measures them before the CPU ones. Within
+    a module, the cases of one batch size run together, so that compiled ones share their graphs (CompiledGraphs)."""
+    def order(item: pytest.Item) -> tuple[bool, str, int]:
+        params = getattr(item, "callspec", None)
+        return (item.get_closest_marker("gpu") is None, str(item.path),
+                params.params.get("batch_size", 0) if params else 0)
+
+    items.sort(key=order)

@@ -1,7 +1,8 @@
 """Training throughput: images/s of one training step of the `fast` recipe (next batch from the device-resident
 loader with its augmentation, forward, loss, backward, SGD update), per configuration and batch size.
 
-The state and the step are train.py's own (build_training, Training.step); only the images are random.
+The state and the step are train.py's own (build_training, Training.step); only the images are random. The GPU
+cases run where the `gpu_device` fixture says (the CPU stands in with --gpu-stand-in).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet_perf.artifacts import INPUT_SHAPE
 from alexnet_perf.data import DeviceLoader
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.runtime import synchronize
@@ -54,7 +56,8 @@ def _forever(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]
 
 
 def _measure_step(measure, t: Training, **case) -> None:
-    """Time t's training step on the next batch of its loader (synchronised on GPUs), with the case's extra_info."""
+    """Time t's training step on the next batch of its loader (synchronised on GPUs), with the case's extra_info
+    (TF32 recorded on GPUs, where it applies)."""
     batches = _forever(t.train_loader)
 
     def step() -> None:
@@ -62,19 +65,25 @@ def _measure_step(measure, t: Training, **case) -> None:
         synchronize(t.device)
 
     measure(step, kind="training", batch_size=t.cfg.batch_size, device=t.device,
-            dtype=str(t.precision or torch.float32).removeprefix("torch."), **case)
+            dtype=str(t.precision or torch.float32).removeprefix("torch."),
+            tf32=t.cfg.tf32 if t.device.type == "cuda" else None, **case)
+
+
+def _device(device: str, request: pytest.FixtureRequest) -> str:
+    """cpu, or for the GPU cases the gpu_device fixture's device (skipping where there is none)."""
+    return device if device == "cpu" else request.getfixturevalue("gpu_device").type
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 @pytest.mark.parametrize("config_id", SPECS)
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def test_training_step(measure, make_images, device: str, config_id: str, batch_size: int) -> None:
+def test_training_step(measure, make_images, compiled_graphs, request: pytest.FixtureRequest, device: str,
+                       config_id: str, batch_size: int) -> None:
     spec = SPECS[config_id]
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip(f"torch {torch.__version__} sees no CUDA GPU here")
     cfg = TrainConfig(RECIPE, batch_size=batch_size, amp=spec.amp, channels_last=spec.channels_last,
-                      compile=spec.compile, device=device, val_size=0, low_res_epochs=0)  # full-size images
-    torch.compiler.reset()
+                      compile=spec.compile, device=_device(device, request), val_size=0,
+                      low_res_epochs=0)  # full-size images
+    compiled_graphs.prepare((batch_size, *INPUT_SHAPE))
     images = make_images(LOADER_BATCHES * batch_size)
     t = build_training(cfg, (images, np.arange(len(images)) % 10))
     _measure_step(measure, t, backend=spec.label(t.precision), reference=config_id == "eager-fp32",
@@ -84,21 +93,29 @@ def test_training_step(measure, make_images, device: str, config_id: str, batch_
 RECIPE_VARIANTS = {"eager": None, "compiled": "default", "cuda-graphs": "reduce-overhead"}  # torch.compile mode
 
 
+def compile_mode(variant: str, device: torch.device) -> str | None:
+    """torch.compile's mode for a recipe variant on device (None: eager). CUDA graphs exist only on GPUs: on the
+    CPU that stands in for one, the variant compiles as the compiled one does (and so reuses its graph)."""
+    mode = RECIPE_VARIANTS[variant]
+    return "default" if mode == "reduce-overhead" and device.type != "cuda" else mode
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", RECIPE_VARIANTS)
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
-def test_recipe_step_cuda(measure, make_images, recipe: str, variant: str) -> None:
+def test_recipe_step_cuda(measure, make_images, compiled_graphs, gpu_device: torch.device, recipe: str,
+                          variant: str) -> None:
     """Each recipe's own step (its batch size, precision, augmentation) on a GPU, eager, compiled and with CUDA
-    graphs; the report turns it into the recipe's GPU time per epoch."""
-    if not torch.cuda.is_available():
-        pytest.skip(f"torch {torch.__version__} sees no CUDA GPU here")
-    cfg = TrainConfig(recipe, device="cuda", compile=False, low_res_epochs=0)  # the full-size (slowest) epochs
-    torch.compiler.reset()
+    graphs; the report turns it into the recipe's GPU time per epoch and of its whole run. Recipes with the same
+    network step reuse one compiled graph (compiled_graphs)."""
+    cfg = TrainConfig(recipe, device=gpu_device.type, compile=False,
+                      low_res_epochs=0)  # the full-size (slowest) epochs
+    compiled_graphs.prepare((cfg.batch_size, *INPUT_SHAPE))
     images = make_images(LOADER_BATCHES * cfg.batch_size)
     t = build_training(cfg, (images, np.arange(len(images)) % 10))
-    mode = RECIPE_VARIANTS[variant]
+    mode = compile_mode(variant, t.device)
     if mode is not None:
         t.net = torch.compile(t.model, mode=mode)
     images_per_epoch = (50_000 - cfg.val_size) // cfg.batch_size * cfg.batch_size
     _measure_step(measure, t, backend=f"{recipe}-{variant}", threads=None, reference=False, recipe=recipe,
-                  images_per_epoch=images_per_epoch)
+                  images_per_epoch=images_per_epoch, epochs=cfg.epochs)

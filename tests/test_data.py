@@ -248,3 +248,14 @@ def test_a_test_batch_shorter_than_the_training_batches_is_refused(synthetic_cif
     write_batch(test_batch, np.zeros((63, 3, 32, 32), np.uint8), np.zeros(63, np.int64))  # one image cut off
     with pytest.raises(UserError, match="batches differ in size .*test_batch 63"):
         load_cifar10(str(synthetic_cifar), cache_dir=str(tmp_path / "cache"))
+
+
+def test_loader_batches_make_no_tensor_from_host_data(monkeypatch):
+    """On a GPU every tensor built from Python numbers is a blocking host-to-device copy: an epoch must not make
+    any per batch (the normalisation constants are made once, with the loader)."""
+    loader = DeviceLoader(np.zeros((64, 3, 32, 32), np.uint8), np.arange(64) % 10, 8, train=True, augment=True)
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    batches = list(loader.epoch(0))
+    assert len(batches) == 8 and made == []

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_perf import cli, evaluate
 from alexnet_perf.data import DeviceLoader
@@ -170,3 +171,42 @@ def test_the_flip_tta_figure_scores_the_mean_logits_of_each_image_and_its_mirror
         model.eval()
         mean = (model(x) + model(x.flip(3))) / 2
     assert snap["tta"]["correct"] == int((mean.argmax(1) == torch.as_tensor(data.test_labels)).sum())
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the operators that read a tensor's values back to the host (on a GPU, each one waits for it)."""
+
+    SYNCHRONISING = {"aten::bincount", "aten::_local_scalar_dense", "aten::nonzero", "aten::unique",
+                     "aten::_unique2", "aten::masked_select"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func._schema.name in self.SYNCHRONISING
+        return func(*args, **(kwargs or {}))
+
+
+def test_evaluation_reads_nothing_back_to_the_host_per_batch():
+    """The number of host read-backs does not grow with the number of batches (only the totals at the end)."""
+    counts = []
+    for batches in (2, 6):
+        n = 4 * batches
+        loader = DeviceLoader(torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.arange(n) % 10, batch_size=4)
+        with _HostReads() as reads:
+            evaluate_model(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), loader)
+        counts.append(reads.count)
+    assert counts[0] == counts[1]
+
+
+def test_fp32_evaluation_turns_tf32_off_and_records_it(trained, tmp_path, capsys):
+    """cuDNN's default is TF32 on: the fp32 reference evaluation must turn it off, and its JSON says so."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        code, _, _ = _evaluate(trained, tmp_path, capsys, "--json", str(tmp_path / "eval.json"))
+        assert code == 0 and not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    assert json.loads((tmp_path / "eval.json").read_text())["tf32"] is False

@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from alexnet_perf import cli, predict
-from alexnet_perf.backends import BackendUnavailable, backend_spec, backend_specs
+from alexnet_perf.backends import Backend, BackendUnavailable, backend_spec, backend_specs
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import CLASSES, normalize, read_batch
 from alexnet_perf.errors import UserError
-from alexnet_perf.predict import PredictConfig, read_image, read_images, resize_to_input, run_predict
+from alexnet_perf.predict import PredictConfig, read_image, read_images, resize_to_input, run_predict, timed_logits
 
 CPU_BACKENDS = [spec.name for spec in backend_specs("cpu")]
 
@@ -234,3 +234,22 @@ def test_a_truncated_torch_export_file_is_one_line_without_torchs_logged_traceba
     err = capfd.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "alexnet_cifar.pt2: damaged or not loadable" in err
+
+
+class _RecordsOnSecondCall(Backend):
+    """Like torch.compile's CUDA graphs: the first call compiles, the second records, later calls replay."""
+
+    name, device = "stand-in", torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.zeros(len(x), 10)
+
+
+def test_the_timed_call_comes_after_compilation_and_cuda_graph_recording():
+    backend = _RecordsOnSecondCall()
+    timed_logits(backend, torch.zeros(2, 3, 32, 32))
+    assert backend.calls == 3  # two untimed (compile, record), then the timed replay

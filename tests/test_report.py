@@ -205,10 +205,22 @@ def test_report_of_a_real_benchmark_run_shows_a_real_parity_runs_accuracy(export
     assert f"`{exports.name}` (exported from checkpoint sha256 {checked.checkpoint_sha256[:12]}…)" in text
 
 
-def test_gpu_recipe_steps_show_each_recipes_time_per_epoch(tmp_path):
+def test_gpu_recipe_steps_show_each_recipes_time_per_epoch_and_projected_run(tmp_path):
     step = case("training", "best-compiled", 256, 0.004, device="cuda:0", dtype="bfloat16")
-    step["extra_info"].update(recipe="best", images_per_epoch=49_920, threads=None)
-    text = report(tmp_path, bench_json(tmp_path, benchmarks=[case("training", "eager-fp32", 128, 4.0), step]))
+    step["extra_info"].update(recipe="best", images_per_epoch=49_920, epochs=50, threads=None)
+    fp32 = case("training", "original-eager", 128, 0.01, device="cuda:0")
+    fp32["extra_info"].update(recipe="original", images_per_epoch=39_936, epochs=500, threads=None, tf32=True)
+    text = report(tmp_path, bench_json(tmp_path, benchmarks=[case("training", "eager-fp32", 128, 4.0), step, fp32]))
     training = text.split("### Training throughput")[1]
-    assert row(training, 256, "best-compiled", "cuda:0")[-2:] == ["best", "0.2"]  # 49,920 images × 4 µs
-    assert row(training, 128, "eager-fp32", "cpu")[-2:] == ["—", "—"]
+    assert row(training, 256, "best-compiled", "cuda:0")[-3:] == ["best", "0.2", "0.2 min"]  # 49,920 × 4 µs × 50
+    assert row(training, 128, "original-eager", "cuda:0")[3] == "float32 (TF32)"
+    assert row(training, 128, "original-eager", "cuda:0")[-3:] == ["original", "0.4", "3.3 min"]
+    assert row(training, 128, "eager-fp32", "cpu")[-3:] == ["—", "—", "—"]
+    assert "Rehearsal" not in text
+
+
+def test_a_stand_in_run_says_it_is_a_rehearsal(tmp_path):
+    bench = bench_json(tmp_path, benchmarks=[case("inference", "eager-fp32-cuda", 1, 0.5)])
+    data = json.loads(bench.read_text())
+    bench.write_text(json.dumps({**data, "gpu_stand_in": True}))
+    assert "**Rehearsal:** the GPU cases ran on the CPU" in report(tmp_path, bench)

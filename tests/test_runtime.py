@@ -37,3 +37,21 @@ def test_keep_freed_memory_stops_large_allocations_faulting_in_fresh_pages_every
     assert kept == "True"
     assert default_faults >= 16
     assert faults <= 2
+
+
+def test_gpus_with_only_emulated_bf16_train_in_fp16(monkeypatch):
+    """torch.cuda.is_bf16_supported() says True for bf16 emulated in fp32 (pre-Ampere GPUs) unless asked for native
+    support only: such a GPU must get fp16 with a GradScaler, and the bf16 inference backends must be refused."""
+    import torch
+
+    from alexnet_perf.backends import BackendUnavailable, _autocast_dtype
+    from alexnet_perf.runtime import amp_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    cuda = torch.device("cuda", 0)
+    assert amp_dtype(cuda, True) == torch.float16
+    with pytest.raises(BackendUnavailable, match="no native bf16"):
+        _autocast_dtype("bf16", cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert amp_dtype(cuda, True) == torch.bfloat16

@@ -241,7 +241,7 @@ def test_compiled_cpu_step_uses_no_scatter_for_max_pool_backward_and_matches_eag
     grads = {}
     for compiled in (False, True):
         torch.compiler.reset()
-        t = build_training(TrainConfig(batch_size=8, device="cpu", val_size=0, compile=compiled, clip_grad_norm=0,
+        t = build_training(TrainConfig("original", batch_size=8, device="cpu", val_size=0, compile=compiled, clip_grad_norm=0,
                                        lr=1e-9, tensorboard=False), data)
         x, y = next(iter(t.train_loader.epoch(0)))
         t.model.eval()  # no dropout: both runs see the same function
@@ -263,3 +263,33 @@ def test_cpu_training_keeps_freed_memory_unless_told_not_to(monkeypatch, reuse):
     build_training(TrainConfig(batch_size=4, device="cpu", val_size=0, reuse_freed_memory=reuse,
                                tensorboard=False), (images, np.arange(8) % 10))
     assert calls == ([1] if reuse else [])
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_training_sets_tf32_as_configured_and_records_it(tf32):
+    """cuDNN's default is TF32 on: an fp32 run must turn it off explicitly, and the checkpoint's configuration says
+    which one ran."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not tf32
+    try:
+        images = np.zeros((8, 3, 32, 32), dtype=np.uint8)
+        t = build_training(TrainConfig(batch_size=4, device="cpu", val_size=0, tf32=tf32, tensorboard=False),
+                           (images, np.arange(8) % 10))
+        assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
+        assert training_checkpoint(t, {})["config"]["tf32"] is tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_last_steps_gradients_are_freed_before_the_forward():
+    """zero_grad comes before the forward: otherwise the previous step's gradients stay allocated through this
+    step's forward (and are still alive while a CUDA graph of the forward and backward replays)."""
+    images = np.zeros((16, 3, 32, 32), dtype=np.uint8)
+    t = build_training(TrainConfig(batch_size=8, device="cpu", val_size=0, tensorboard=False),
+                       (images, np.arange(16) % 10))
+    alive = []
+    t.model.register_forward_pre_hook(lambda module, args: alive.append(
+        any(p.grad is not None for p in module.parameters())))
+    for x, y in t.train_loader.epoch(0):
+        t.step(x, y)
+    assert alive == [False, False]
