@@ -20,7 +20,7 @@ from .errors import UserError
 from .model import AlexNetCifar
 
 if TYPE_CHECKING:
-    from .train import Training
+    from .training import Training
 
 FORMAT = "alexnet_perf/checkpoint-v1"
 DEFAULT_CHECKPOINT = ".cache/models/alexnet_cifar.pth"  # train writes it, evaluate/export/parity read it

@@ -34,7 +34,8 @@ from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
 from alexnet_perf.results import LOCAL_RESULTS, machine_description, update_section
-from alexnet_perf.train import Training, TrainConfig, build_training
+from alexnet_perf.train_config import TrainConfig
+from alexnet_perf.training import Training, build_training
 
 PROG = "python benchmarks/profile_step.py"
 SECTION = "training-step-profile"

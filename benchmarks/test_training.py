@@ -19,7 +19,8 @@ from alexnet_perf.artifacts import INPUT_SHAPE
 from alexnet_perf.data import DeviceLoader
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.runtime import synchronize
-from alexnet_perf.train import Training, TrainConfig, build_training
+from alexnet_perf.train_config import TrainConfig
+from alexnet_perf.training import Training, build_training
 
 RECIPE = "fast"
 BATCH_SIZES = (128, 256, 512)  # the tuned recipes' batch, and two larger ones where the step's rate levels off

@@ -35,7 +35,8 @@ from alexnet_perf.evaluate import score_checkpoint
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.results import LOCAL_RESULTS, from_dict, machine_description, update_section
 from alexnet_perf.runtime import resolve_device
-from alexnet_perf.train import TrainConfig, train
+from alexnet_perf.train import train
+from alexnet_perf.train_config import TrainConfig
 
 PROG = "python benchmarks/time_to_accuracy.py"
 PLOT_NAME = "time-to-accuracy.png"

@@ -90,7 +90,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A checkpoint briefly trained on synthetic data and its four exported artifacts (no parity run), shared by
     the export, backend and parity tests; tests that alter files copy them first."""
     from alexnet_perf.export import ExportConfig, run_export
-    from alexnet_perf.train import TrainConfig, train
+    from alexnet_perf.train import train
+    from alexnet_perf.train_config import TrainConfig
 
     root = tmp_path_factory.mktemp("exported")
     with pytest.MonkeyPatch.context() as mp:

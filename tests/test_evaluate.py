@@ -13,7 +13,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from alexnet_perf import cli, evaluate
 from alexnet_perf.data import DeviceLoader
 from alexnet_perf.evaluate import EvalConfig, evaluate_model
-from alexnet_perf.train import TrainConfig, train
+from alexnet_perf.train import train
+from alexnet_perf.train_config import TrainConfig
 
 from conftest import make_synthetic_cifar
 

@@ -12,7 +12,8 @@ from alexnet_perf.evaluate import predict
 from alexnet_perf.model import AlexNetCifar
 from alexnet_perf.recipes import DEFAULT_RECIPE, RECIPES
 from alexnet_perf.errors import UserError
-from alexnet_perf.train import TrainConfig, lr_factor, parameter_groups
+from alexnet_perf.train_config import TrainConfig
+from alexnet_perf.training import lr_factor, parameter_groups
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():
@@ -154,7 +155,7 @@ def test_batchnorm_biases_get_their_own_learning_rate():
 
 
 def test_the_schedule_scales_the_batchnorm_bias_rate_with_the_others():
-    from alexnet_perf.train import build_training
+    from alexnet_perf.training import build_training
 
     data = (torch.zeros(64, 3, 32, 32, dtype=torch.uint8).numpy(), (torch.arange(64) % 10).numpy())
     t = build_training(TrainConfig("fast", epochs=2, batch_size=16, amp=False, device="cpu", val_size=0,
@@ -170,7 +171,7 @@ def _dropout_rates(model: nn.Module) -> list[float]:
 
 
 def test_dropout_scale_changes_only_the_training_dropout_rates():
-    from alexnet_perf.train import build_training
+    from alexnet_perf.training import build_training
 
     data = (torch.zeros(32, 3, 32, 32, dtype=torch.uint8).numpy(), (torch.arange(32) % 10).numpy())
     seed_rates = _dropout_rates(AlexNetCifar())

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_perf import train as train_module
+from alexnet_perf import training as training_module
 from alexnet_perf.checkpoint import last_path, load_checkpoint, restore_training, save_atomic, training_checkpoint
 from alexnet_perf.errors import UserError
-from alexnet_perf.train import Training, TrainConfig, build_training, lr_factor, train
+from alexnet_perf.train import train
+from alexnet_perf.train_config import TrainConfig
+from alexnet_perf.training import Training, build_training, lr_factor
 
 
 def tiny_config(data_dir, tmp_path, **overrides) -> TrainConfig:
@@ -199,7 +201,7 @@ def test_foreign_python_objects_in_a_checkpoint_are_refused_without_unsafe_advic
 
 def test_progress_prints_an_estimate_of_the_run_and_points_cpu_users_at_the_fast_recipe(
         synthetic_cifar, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("alexnet_perf.train.LONG_RUN_SECONDS", 0)
+    monkeypatch.setattr("alexnet_perf.progress.LONG_RUN_SECONDS", 0)
     train(tiny_config(synthetic_cifar, tmp_path, epochs=3))
     out = capsys.readouterr().out
     assert out.count("estimate: 2 more epochs at") == 1 and "finishing about" in out
@@ -208,7 +210,7 @@ def test_progress_prints_an_estimate_of_the_run_and_points_cpu_users_at_the_fast
 
 
 def test_the_fast_recipe_gets_no_pointer_to_itself(synthetic_cifar, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("alexnet_perf.train.LONG_RUN_SECONDS", 0)
+    monkeypatch.setattr("alexnet_perf.progress.LONG_RUN_SECONDS", 0)
     train(TrainConfig("fast", epochs=2, batch_size=16, amp=False, data_dir=str(synthetic_cifar),
                       checkpoint=str(tmp_path / "m.pth"), tensorboard=False, device="cpu"))
     out = capsys.readouterr().out
@@ -258,7 +260,7 @@ def test_compiled_cpu_step_uses_no_scatter_for_max_pool_backward_and_matches_eag
 @pytest.mark.parametrize("reuse", [True, False])
 def test_cpu_training_keeps_freed_memory_unless_told_not_to(monkeypatch, reuse):
     calls = []
-    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(training_module, "keep_freed_memory", lambda: calls.append(1) or True)
     images = np.zeros((8, 3, 32, 32), dtype=np.uint8)
     build_training(TrainConfig(batch_size=4, device="cpu", val_size=0, reuse_freed_memory=reuse,
                                tensorboard=False), (images, np.arange(8) % 10))

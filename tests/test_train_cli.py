@@ -11,7 +11,8 @@ from alexnet_perf import cli
 from alexnet_perf.atomic import claim_output
 from alexnet_perf.checkpoint import last_path, load_checkpoint
 from alexnet_perf.recipes import RECIPES
-from alexnet_perf.train import PROG, CtrlC, TrainConfig, main, train
+from alexnet_perf.train import PROG, CtrlC, main, train
+from alexnet_perf.train_config import TrainConfig
 
 from conftest import full_disk
 

@@ -1,0 +1,176 @@
+"""The state of a training run: the network, EMA, optimizer, learning-rate schedule, scaler, loss, loaders and
+progress of one configuration, built by `build_training` (a fresh run at step 0, or the frame checkpoint.py's
+restore_training fills), and the step that updates it."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .compilation import compile_network
+from .data import CLASSES, DeviceLoader, load_cifar10, normalize, split_train_val
+from .ema import EMA
+from .evaluate import EVAL_BATCH_SIZE
+from .init import whiten_first_conv
+from .model import AlexNetCifar
+from .runtime import amp_dtype, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
+from .train_config import TrainConfig
+
+
+def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cosine-epoch",
+              warmup_epochs: float = 0.0) -> float:
+    """Multiplier of the peak learning rate before optimizer step `step` (0-based).
+
+    cosine-epoch: the seed's CosineAnnealingLR(T_max=epochs, eta_min=0), stepped once per epoch (no warm-up).
+    cosine / linear: per step from the end of the linear warm-up down to 0 at the last step.
+    """
+    if schedule == "cosine-epoch":
+        return (1 + math.cos(math.pi * (step // steps_per_epoch) / epochs)) / 2
+    total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return min(1.0, (step + 1) / warmup)
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return 1 - progress if schedule == "linear" else (1 + math.cos(math.pi * progress)) / 2
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool, lr: float = 0.0,
+                     bn_bias_lr_scale: float = 1.0) -> list[dict]:
+    """One group, or two when BatchNorm weights and all biases (the 1-d tensors) are exempt from weight decay; with
+    bn_bias_lr_scale != 1 the BatchNorm biases get a group of their own at lr * bn_bias_lr_scale."""
+    fast = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)} if bn_bias_lr_scale != 1 else set()
+    params = [p for p in model.parameters() if id(p) not in fast]
+    groups = ([{"params": params, "weight_decay": weight_decay}] if decay_norm_and_bias else
+              [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}])
+    if fast:
+        groups.append({"params": [p for p in model.parameters() if id(p) in fast], "lr": lr * bn_bias_lr_scale,
+                       "weight_decay": weight_decay if decay_norm_and_bias else 0.0})
+    return groups
+
+
+def set_training_regularisation(model: nn.Module, bn_momentum: float, dropout_scale: float) -> None:
+    """Set every BatchNorm's running-statistics momentum and scale every dropout rate (training-time only: the
+    layers and weights are unchanged, and evaluation mode never drops)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = bn_momentum
+        elif isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p *= dropout_scale
+
+
+def zero_sums() -> dict[str, float]:
+    return {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint so that --resume continues exactly."""
+
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # batches done in the current epoch (non-zero only in a Ctrl-C save)
+    best_val_accuracy: float = -1.0
+    best_epoch: int = 0
+    sums: dict[str, float] = field(default_factory=zero_sums)  # running totals of the current epoch
+    history: list[dict] = field(default_factory=list)  # one dict of metrics per completed epoch
+    run_dir: str = ""  # TensorBoard folder of the run
+
+
+@dataclass
+class Training:
+    """Everything a run reads and updates, built by build_training; checkpoint.py saves and restores it."""
+
+    cfg: TrainConfig
+    device: torch.device
+    precision: torch.dtype | None
+    model: nn.Module
+    ema: EMA | None
+    net: nn.Module  # model, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    train_loader: DeviceLoader
+    val_loader: DeviceLoader | None
+    progress: Progress
+
+    @property
+    def kept(self) -> nn.Module:
+        """The weights that are validated, saved for inference and exported: the EMA's when there is one."""
+        return self.ema.model if self.ema else self.model
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on (x, y): forward under autocast, loss, backward, clipping, update, schedule, EMA.
+        Returns the loss and the number of correct predictions, still on the device."""
+        self.optimizer.zero_grad(set_to_none=True)  # before the forward: the last step's gradients are freed
+        # before this step's activations are allocated (and, with CUDA graphs, before the graph is replayed)
+        with autocast(x.device, self.precision):
+            logits = self.net(x)
+        loss = self.criterion(logits.float(), y)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update()
+        return loss.detach(), (logits.argmax(1) == y).sum()
+
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def load_splits(cfg: TrainConfig) -> tuple[Split, Split | None]:
+    """The training images (all, or the first --limit-train) and the validation split (None when --val-size 0)."""
+    data = load_cifar10(cfg.data_dir, download=cfg.download)
+    (train_x, train_y), (val_x, val_y) = split_train_val(data.train_images, data.train_labels, cfg.val_size)
+    if cfg.limit_train:
+        train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
+    return (train_x, train_y), ((val_x, val_y) if len(val_x) else None)
+
+
+def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None = None) -> Training:
+    """Seed and set TF32 as cfg says (process-wide, like cuDNN's autotuning), then make the loaders, network (with
+    BatchNorm momentum, dropout scale and whitening init), EMA, optimizer, schedule, scaler and loss of cfg: a fresh
+    run at step 0, or the frame that restore_training fills.
+    On a CPU the process first keeps freed memory for reuse (cfg.reuse_freed_memory; runtime.keep_freed_memory)."""
+    device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.reuse_freed_memory:
+        keep_freed_memory()
+    seed_everything(cfg.seed, cfg.deterministic)
+    set_tf32(cfg.tf32)
+    train_loader = DeviceLoader(*train_data, cfg.batch_size, device, train=True, augment=cfg.augment, seed=cfg.seed,
+                                channels_last=cfg.channels_last, crop_padding=cfg.crop_padding,
+                                low_res_epochs=cfg.low_res_epochs, low_res_size=cfg.low_res_size)
+    val_loader = (DeviceLoader(*val_data, EVAL_BATCH_SIZE, device, channels_last=cfg.channels_last)
+                  if val_data is not None else None)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = AlexNetCifar(len(CLASSES)).to(device, memory_format=memory_format).train()
+    set_training_regularisation(model, cfg.bn_momentum, cfg.dropout_scale)
+    if cfg.whiten_init:
+        whiten_first_conv(model, normalize(train_loader.images[:5000], channels_last=False))
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, cfg.lr, cfg.bn_bias_lr_scale)
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    steps = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, cfg.epochs, cfg.schedule, cfg.warmup_epochs))
+    precision = amp_dtype(device, cfg.amp)
+    return Training(cfg=cfg, device=device, precision=precision, model=model,
+                    ema=EMA(model, cfg.ema) if cfg.ema else None,
+                    net=compile_network(model, device) if cfg.compile else model, optimizer=optimizer,
+                    scheduler=scheduler,
+                    scaler=torch.amp.GradScaler(device.type, enabled=precision == torch.float16),
+                    criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+                    train_loader=train_loader, val_loader=val_loader,
+                    progress=Progress(run_dir=str(Path(cfg.log_dir) / time.strftime("run_%Y%m%d-%H%M%S"))))
