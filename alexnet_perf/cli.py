@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import shlex
 import signal
 import sys
@@ -201,3 +202,6 @@ def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, desc
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
         return 143
+    except BrokenPipeError:  # whoever read the output stopped (`... | head`): end quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -125,3 +125,13 @@ def test_report_writes_under_cache_by_default():
     from alexnet_perf.report import ReportConfig
 
     assert Path(ReportConfig().results).parts[0] == ".cache"
+
+
+def test_output_read_by_a_pipe_that_closes_early_ends_quietly():
+    """`command | head`: the reader goes away while the command still prints; no traceback, status 141."""
+    script = (f"{sys.executable} -c \"import sys, dataclasses; from alexnet_perf import cli; "
+              f"sys.exit(cli.run(dataclasses.make_dataclass('N', []), "
+              f"lambda cfg: [print('line', i) for i in range(100000)] and 0, 'p', '', []))\" | head -1")
+    piped = subprocess.run(["bash", "-c", f"{script}; echo status ${{PIPESTATUS[0]}} >&2"],
+                           capture_output=True, text=True, timeout=60)
+    assert piped.stdout == "line 0\n" and "Traceback" not in piped.stderr and "status 141" in piped.stderr
