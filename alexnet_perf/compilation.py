@@ -1,14 +1,14 @@
 """torch.compile for the training step, with the CPU rewrites that keep it at least as fast as eager.
 
 Outside the convolutions (oneDNN's, the same calls as eager's) a CPU step is BatchNorm, ReLU and max-pool, bound by
-memory traffic, and inductor's stock handling of two of them moved more bytes than eager's kernels
-(benchmarks/RESULTS.md, training-step profile):
-- max-pool's backward was decomposed into a scatter_add over an fp32 NCHW copy of the gradient, and inductor's own
-  lowering turns the saved int8 window offsets back into int64 indices lane by lane. For the network's pools (2x2,
-  stride 2, no padding: windows that do not overlap) the rewrites below keep the int8 offsets, express the indices
-  with vector arithmetic and write the backward as one elementwise select, exactly aten's values, indices and
-  gradients (ties and NaN included); other pools keep inductor's gather-style lowering.
-- BatchNorm's backward stored an fp32 copy of each bf16 layer gradient; it now reads the bf16 gradient directly.
+memory traffic, and inductor's stock handling of two of them moves more bytes than eager's kernels:
+- max-pool's stock backward is a scatter_add over an fp32 NCHW copy of the gradient, and inductor's lowering turns
+  the saved int8 window offsets back into int64 indices lane by lane. For the network's pools (2x2, stride 2, no
+  padding: windows that do not overlap) the rewrites below keep the int8 offsets, express the indices with vector
+  arithmetic and write the backward as one elementwise select, exactly aten's values, indices and gradients (ties
+  and NaN included); other pools keep inductor's gather-style lowering.
+- BatchNorm's stock backward stores an fp32 copy of each bf16 layer gradient; the rewrite reads the bf16 gradient
+  directly.
 Inductor fuses both into the neighbouring BatchNorm and ReLU kernels.
 """
 

@@ -72,9 +72,8 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
 
     By default every allocation over 32 MiB (a batch-512 activation) is a fresh mmap, and the kernel zero-fills its
-    pages again at first touch on every training step: 10-27 % of a CPU step's CPU time went to the kernel,
-    more in fp32 than bf16, so the page faults both slowed and skewed the step-throughput figures
-    (benchmarks/RESULTS.md). Without mmap for large blocks and with trimming off, a step reuses the previous step's
+    pages again at first touch on every training step: 10-27 % of a CPU step's CPU time goes to the kernel, more in
+    fp32 than bf16, so the page faults both slow and skew step-throughput figures. Without mmap for large blocks and with trimming off, a step reuses the previous step's
     pages; the process keeps its peak heap until it exits. Returns False where there is no glibc mallopt (macOS,
     Windows, musl): nothing changes there."""
     m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h> parameter numbers
