@@ -66,10 +66,12 @@ def resize_to_input(image: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
 
 
 def to_8_bit(image: Image.Image) -> Image.Image:
-    """16-bit grayscale (I;16 modes) scaled to 8 bits: Pillow's own conversion would clip it to white."""
-    if not image.mode.startswith("I;16"):
+    """16-bit grayscale scaled to 8 bits: Pillow's own conversion would clip it to white. Pillow reads it as an
+    I;16 mode, or (older releases, such as the floor's 10.0) as the 32-bit integer mode I holding the 16-bit values."""
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
         return image
-    return Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().astype(np.uint8), "L")
+    pixels = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+    return Image.fromarray((pixels / 257).round().astype(np.uint8), "L")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
