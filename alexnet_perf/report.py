@@ -227,7 +227,8 @@ def _artifacts_line(artifacts: TimedArtifacts | None) -> str:
         return "a temporary export of a randomly initialised network (exports/ was incomplete; same cost)"
     if not artifacts.checkpoint_sha256:
         return f"`{_shown_folder(artifacts.folder)}` (a mixed set: its files record different source checkpoints)"
-    return f"`{_shown_folder(artifacts.folder)}` (exported from checkpoint sha256 {artifacts.checkpoint_sha256[:12]}…)"
+    return (f"`{_shown_folder(artifacts.folder)}` (exported from checkpoint sha256 "
+            f"{artifacts.checkpoint_sha256[:12]}…)")
 
 
 def render(cfg: ReportConfig, data: dict[str, Any], entries: list[CaseInfo], artifacts: TimedArtifacts | None,
@@ -316,4 +317,5 @@ if __name__ == "__main__":
     raise SystemExit(cli.run(ReportConfig, main, PROG,
                              "Turn a pytest-benchmark JSON of benchmarks/ into a markdown table (ms/sample, "
                              "samples/s, speed-up vs PyTorch eager fp32, parity's test accuracy) and a latency plot, "
-                             "in a marked section of a RESULTS file (.cache/results/RESULTS.md unless --results says otherwise)."))
+                             "in a marked section of a RESULTS file (.cache/results/RESULTS.md unless --results "
+                             "says otherwise)."))

@@ -73,9 +73,9 @@ def keep_freed_memory() -> bool:
 
     By default every allocation over 32 MiB (a batch-512 activation) is a fresh mmap, and the kernel zero-fills its
     pages again at first touch on every training step: 10-27 % of a CPU step's CPU time goes to the kernel, more in
-    fp32 than bf16, so the page faults both slow and skew step-throughput figures. Without mmap for large blocks and with trimming off, a step reuses the previous step's
-    pages; the process keeps its peak heap until it exits. Returns False where there is no glibc mallopt (macOS,
-    Windows, musl): nothing changes there."""
+    fp32 than bf16, so the page faults both slow and skew step-throughput figures. Without mmap for large blocks and
+    with trimming off, a step reuses the previous step's pages; the process keeps its peak heap until it exits.
+    Returns False where there is no glibc mallopt (macOS, Windows, musl): nothing changes there."""
     m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h> parameter numbers
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt

@@ -1,7 +1,7 @@
 """Time to accuracy: train a named recipe end to end for N seeds and report test accuracy and wall time.
 
     python benchmarks/time_to_accuracy.py --recipe fast --runs 3 [--data-dir D]
-    python benchmarks/time_to_accuracy.py --recipe original --runs 1 --epochs 2   # the original's epoch time, extrapolated
+    python benchmarks/time_to_accuracy.py --recipe original --runs 1 --epochs 2   # its epoch time, extrapolated
 
 Wall time counts everything a user waits for: data loading, compilation, training and the final test
 evaluation; each part is also reported on its own. Test accuracy is reported with and without flip TTA.
@@ -48,7 +48,8 @@ class TimeToAccuracyConfig:
     recipe: str = cli.option("fast", f"recipe to train: {', '.join(RECIPES)}", choices=sorted(RECIPES))
     runs: int = cli.option(3, "number of seeds (0..runs-1)", at_least=1)
     epochs: int = cli.option(0, "train this many epochs instead of the recipe's (0: the recipe's); a few epochs of "
-                                "the original recipe measure its epoch time, from which its 496 epochs are extrapolated",
+                                "the original recipe measure its epoch time, from which its 496 epochs are "
+                                "extrapolated",
                              at_least=0)
     data_dir: str | None = cli.option(None, DATA_DIR_HELP)
     parallel: int = cli.option(1, "train this many seeds at once, splitting the cores (accuracy runs; wall times "
@@ -101,11 +102,12 @@ def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **over
     snap = score_checkpoint(cfg.checkpoint, data_dir, resolve_device(cfg.device), tta="on",
                             channels_last=cfg.channels_last)
     wall = time.perf_counter() - start
-    plain, tta = snap, snap["tta"]
-    return {"seed": seed, "test_accuracy": plain["accuracy"], "per_class_recall": list(plain["per_class_recall"].values()),
+    tta = snap["tta"]
+    return {"seed": seed, "test_accuracy": snap["accuracy"],
+            "per_class_recall": list(snap["per_class_recall"].values()),
             "per_class_recall_tta": list(tta["per_class_recall"].values()), "test_accuracy_tta": tta["accuracy"],
             "wall_seconds": wall, "data_seconds": result.data_seconds, "train_seconds": result.train_seconds,
-            "val_seconds": result.eval_seconds, "test_eval_seconds": plain["latency_s"] + tta["latency_s"],
+            "val_seconds": result.eval_seconds, "test_eval_seconds": snap["latency_s"] + tta["latency_s"],
             "epochs": result.epochs_done, "images_per_second": result.images_per_second,
             "threads": torch.get_num_threads(), "config": {**asdict(cfg), "checkpoint": Path(cfg.checkpoint).name}}
 

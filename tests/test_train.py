@@ -243,8 +243,8 @@ def test_compiled_cpu_step_uses_no_scatter_for_max_pool_backward_and_matches_eag
     grads = {}
     for compiled in (False, True):
         torch.compiler.reset()
-        t = build_training(TrainConfig("original", batch_size=8, device="cpu", val_size=0, compile=compiled, clip_grad_norm=0,
-                                       lr=1e-9, tensorboard=False), data)
+        t = build_training(TrainConfig("original", batch_size=8, device="cpu", val_size=0, compile=compiled,
+                                       clip_grad_norm=0, lr=1e-9, tensorboard=False), data)
         x, y = next(iter(t.train_loader.epoch(0)))
         t.model.eval()  # no dropout: both runs see the same function
         t.step(x, y)
