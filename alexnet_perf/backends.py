@@ -36,7 +36,7 @@ from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME
                         OUTPUT_NAME, TORCHSCRIPT, check_external_data, existing_artifact,
                         torchscript_deprecation_silenced)
 from .errors import UserError
-from .runtime import autocast, cuda_has_bf16
+from .device import autocast, cuda_has_bf16
 
 WARMUP_CALLS = 2  # calls before a backend runs at its steady speed: torch.compile compiles in the first call, and
 # with CUDA graphs (mode reduce-overhead) runs that first call unrecorded, records on the second, replays from the third

@@ -6,6 +6,6 @@ class UserError(Exception):
 
 
 class Terminated(BaseException):
-    """SIGTERM (how schedulers and container runtimes stop a job), raised by the handler cli.run installs so that
+    """SIGTERM (how schedulers and container runtimes stop a job), raised by the handler flags.run installs so that
     cleanup runs as for Ctrl-C; the command then exits 143 (128 + SIGTERM) in one line. A BaseException, like
     KeyboardInterrupt, so that no `except Exception` swallows it."""

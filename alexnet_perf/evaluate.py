@@ -13,12 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cli
+from . import flags
 from .atomic import check_writable, write_atomic, write_text_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10
 from .errors import UserError
-from .runtime import amp_dtype, autocast, resolve_device, set_tf32, synchronize
+from .device import amp_dtype, autocast, resolve_device, set_tf32, synchronize
 
 EVAL_BATCH_SIZE = 500  # test and validation passes: large enough to amortise per-call overhead, small in memory
 
@@ -85,24 +85,24 @@ TTA_CHOICES = ("auto", "on", "off")
 
 @dataclass
 class EvalConfig:
-    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "checkpoint to evaluate (loaded weights-only)")
-    data_dir: str | None = cli.option(None, DATA_DIR_HELP)
-    download: bool = cli.option(False, "download CIFAR-10 if it is missing")
-    batch_size: int = cli.option(EVAL_BATCH_SIZE, "evaluation batch size", at_least=1)
-    device: str = cli.option("auto", "auto, cpu, cuda or cuda:N")
-    amp: bool = cli.option(False, "evaluate under bf16/fp16 autocast (default: fp32, the reference precision)")
-    channels_last: bool = cli.option(True, "feed the network channels-last tensors")
-    tta: str = cli.option("auto", "flip test-time augmentation (the mean logits of each image and its mirror image) "
+    checkpoint: str = flags.option(DEFAULT_CHECKPOINT, "checkpoint to evaluate (loaded weights-only)")
+    data_dir: str | None = flags.option(None, DATA_DIR_HELP)
+    download: bool = flags.option(False, "download CIFAR-10 if it is missing")
+    batch_size: int = flags.option(EVAL_BATCH_SIZE, "evaluation batch size", at_least=1)
+    device: str = flags.option("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = flags.option(False, "evaluate under bf16/fp16 autocast (default: fp32, the reference precision)")
+    channels_last: bool = flags.option(True, "feed the network channels-last tensors")
+    tta: str = flags.option("auto", "flip test-time augmentation (the mean logits of each image and its mirror image) "
                                   "as a second figure beside the plain one: auto = when the checkpoint's recipe is "
                                   "scored with it (recorded in the checkpoint), on, off", choices=TTA_CHOICES)
-    json: str = cli.option("", "write the snapshot as JSON to this path (empty string: don't)")
-    confusion_png: str = cli.option(".cache/eval/confusion_matrix.png", "write the confusion matrix as a PNG here "
+    json: str = flags.option("", "write the snapshot as JSON to this path (empty string: don't)")
+    confusion_png: str = flags.option(".cache/eval/confusion_matrix.png", "write the confusion matrix as a PNG here "
                                                                         "(empty string: don't)")
 
 
 def check_config(cfg: EvalConfig) -> None:
     """The mistakes visible before loading anything: numbers out of range and output paths that cannot be written."""
-    cli.validate(cfg)
+    flags.validate(cfg)
     for flag, path in (("--json", cfg.json), ("--confusion-png", cfg.confusion_png)):
         if path:
             check_writable(path, flag)
@@ -244,6 +244,6 @@ def main(cfg: EvalConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(EvalConfig, main, "python -m alexnet_perf.evaluate",
+    raise SystemExit(flags.run(EvalConfig, main, "python -m alexnet_perf.evaluate",
                              "Evaluate a checkpoint on the 10,000 CIFAR-10 test images: accuracy, loss, latency, "
                              "per-class recall, confusion matrix."))

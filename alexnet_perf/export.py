@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import cli
+from . import flags
 from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, METADATA_FILE,
                         ONNX, OUTPUT_NAME, PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths,
                         missing_artifacts, read_source_sha256, torchscript_deprecation_silenced)
@@ -44,16 +44,16 @@ PROG = "python -m alexnet_perf.export"
 
 @dataclass
 class ExportConfig:
-    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "checkpoint to export (loaded weights-only)")
-    out: str = cli.option("exports", "folder the artifacts, PARITY.md and parity.json are written to")
-    data_dir: str | None = cli.option(None, DATA_DIR_HELP + "; INT8 calibration uses its training "
+    checkpoint: str = flags.option(DEFAULT_CHECKPOINT, "checkpoint to export (loaded weights-only)")
+    out: str = flags.option("exports", "folder the artifacts, PARITY.md and parity.json are written to")
+    data_dir: str | None = flags.option(None, DATA_DIR_HELP + "; INT8 calibration uses its training "
                                             "images, parity its test images")
-    download: bool = cli.option(False, "download CIFAR-10 if it is missing")
-    calibration_images: int = cli.option(512, "training images (a seeded random sample, never test images) the "
+    download: bool = flags.option(False, "download CIFAR-10 if it is missing")
+    calibration_images: int = flags.option(512, "training images (a seeded random sample, never test images) the "
                                               "INT8 model's activation ranges are calibrated on", at_least=1,
                                           at_most=50_000)
-    seed: int = cli.option(0, "seed of the calibration sample", at_least=0)
-    parity: bool = cli.option(True, "run parity on the artifacts afterwards (exit status 1 if one is out of "
+    seed: int = flags.option(0, "seed of the calibration sample", at_least=0)
+    parity: bool = flags.option(True, "run parity on the artifacts afterwards (exit status 1 if one is out of "
                                     "tolerance)")
 
 
@@ -200,7 +200,7 @@ def check_out(out: Path) -> None:
 def run_export(cfg: ExportConfig) -> dict[str, Path]:
     """Write the artifact set into cfg.out; returns their paths by kind. An unusable --out, or one that another
     export or parity run holds, is refused before any work."""
-    cli.validate(cfg)  # Python callers get the CLI's range checks too
+    flags.validate(cfg)  # Python callers get the CLI's range checks too
     out = Path(cfg.out)
     check_out(out)
     with claim_output(out, "--out"):
@@ -312,11 +312,11 @@ def main(cfg: ExportConfig) -> int:
     from .parity import ParityConfig, run_and_report
 
     parity = ParityConfig(checkpoint=cfg.checkpoint, exports=cfg.out, data_dir=cfg.data_dir, download=cfg.download)
-    return run_and_report(parity, cli.command_line(PROG, cfg))
+    return run_and_report(parity, flags.command_line(PROG, cfg))
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(ExportConfig, main, PROG,
+    raise SystemExit(flags.run(ExportConfig, main, PROG,
                              "Export a checkpoint as TorchScript, ONNX, INT8 ONNX, a torch.export program and its "
                              "AOTInductor compilation, then check every artifact against it (exports/PARITY.md, "
                              "exports/parity.json)."))

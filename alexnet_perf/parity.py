@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cli
+from . import flags
 from .artifacts import FILES, OPTIONAL, check_artifact_set, read_source_sha256
 from .atomic import check_writable_dir, claim_output, write_text_atomic
 from .backends import REFERENCE, Backend, BackendSpec, BackendUnavailable, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import DATA_DIR_HELP, load_cifar10, normalize
 from .errors import UserError
-from .results import from_dict, machine_description, read_json
+from .records import from_dict, machine_description, read_json
 
 PROG = "python -m alexnet_perf.parity"
 BATCH_SIZES = (1, 256)
@@ -43,21 +43,21 @@ FP32_TOP1_AGREEMENT = 1.0  # fp32 backends must predict the reference's class on
 
 @dataclass
 class ParityConfig:
-    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "the checkpoint the artifacts were exported "
+    checkpoint: str = flags.option(DEFAULT_CHECKPOINT, "the checkpoint the artifacts were exported "
                                                      "from (the reference, loaded weights-only)")
-    exports: str = cli.option("exports", "folder holding the artifacts; PARITY.md and parity.json go there too")
-    data_dir: str | None = cli.option(None, DATA_DIR_HELP)
-    download: bool = cli.option(False, "download CIFAR-10 if it is missing")
-    batch1_images: int = cli.option(10_000, "test images also fed one at a time (the first N; the default is the "
+    exports: str = flags.option("exports", "folder holding the artifacts; PARITY.md and parity.json go there too")
+    data_dir: str | None = flags.option(None, DATA_DIR_HELP)
+    download: bool = flags.option(False, "download CIFAR-10 if it is missing")
+    batch1_images: int = flags.option(10_000, "test images also fed one at a time (the first N; the default is the "
                                             "whole split)", at_least=1, at_most=10_000)
-    random_inputs: int = cli.option(256, "images of uniformly random pixels fed at every batch size",
+    random_inputs: int = flags.option(256, "images of uniformly random pixels fed at every batch size",
                                      at_least=1)
-    atol: float = cli.option(1e-4, "largest absolute logit difference allowed for fp32 backends",
+    atol: float = flags.option(1e-4, "largest absolute logit difference allowed for fp32 backends",
                               at_least=0)
-    accuracy_tolerance_pp: float = cli.option(0.5, "largest test-accuracy difference from the reference allowed for "
+    accuracy_tolerance_pp: float = flags.option(0.5, "largest test-accuracy difference from the reference allowed for "
                                                    "reduced-precision backends (bf16, int8), in percentage points",
                                               at_least=0, at_most=100)
-    min_agreement_pct: float = cli.option(97.0, "smallest share of test images on which a reduced-precision backend "
+    min_agreement_pct: float = flags.option(97.0, "smallest share of test images on which a reduced-precision backend "
                                                 "(bf16, int8) must predict the reference's class, in percent: a model "
                                                 "computing something else can keep the accuracy, not the predictions",
                                           at_least=0, at_most=100)
@@ -294,7 +294,7 @@ def check_backend(spec: BackendSpec, model: torch.nn.Module, cfg: ParityConfig, 
 def run_parity(cfg: ParityConfig, command: str) -> ParityReport:
     """Check every backend of the registry against the reference; missing files or an unwritable exports folder
     are refused before any work."""
-    cli.validate(cfg)  # Python callers get the CLI's range checks too
+    flags.validate(cfg)  # Python callers get the CLI's range checks too
     check_artifact_set(cfg.exports)
     check_writable_dir(cfg.exports, "--exports")
     model, _ = load_model(cfg.checkpoint)
@@ -407,11 +407,11 @@ def run_and_report(cfg: ParityConfig, command: str) -> int:
 
 
 def main(cfg: ParityConfig) -> int:
-    return run_and_report(cfg, cli.command_line(PROG, cfg))
+    return run_and_report(cfg, flags.command_line(PROG, cfg))
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(ParityConfig, main, PROG,
+    raise SystemExit(flags.run(ParityConfig, main, PROG,
                              "Check every backend (each exported artifact, and PyTorch on the checkpoint) against the "
                              "checkpoint (source sha256, logit differences, top-1 agreement, test accuracy) and write "
                              "PARITY.md and parity.json."))

@@ -29,13 +29,13 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from . import cli
+from . import flags
 from .atomic import write_text_atomic
 from .backends import REFERENCE, WARMUP_CALLS, Backend, backend_spec, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, normalize
 from .errors import UserError
-from .runtime import synchronize
+from .device import synchronize
 
 INPUT_SIZE = 32
 TOP_K = 3
@@ -189,15 +189,15 @@ def backend_names() -> list[str]:
 
 @dataclass
 class PredictConfig:
-    images: tuple[str, ...] = cli.option(
+    images: tuple[str, ...] = flags.option(
         (), "image files (PNG, JPEG, ...; any size: centre-cropped to a square, area-averaged to 32×32)",
         positional=True, nargs="*", metavar="IMAGE")  # none given: read_images says so in one line
-    backend: str = cli.option(DEFAULT_BACKEND, f"inference backend: {', '.join(backend_names())}",
+    backend: str = flags.option(DEFAULT_BACKEND, f"inference backend: {', '.join(backend_names())}",
                               choices=backend_names())
-    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "checkpoint that the PyTorch backends run (the ones that load an "
+    checkpoint: str = flags.option(DEFAULT_CHECKPOINT, "checkpoint that the PyTorch backends run (the ones that load an "
                                  "exported file do not need it)")
-    exports: str = cli.option(DEFAULT_EXPORTS, "folder of exported artifacts (python -m alexnet_perf.export)")
-    json: str | None = cli.option(None, "also write the predictions and latency to this JSON file")
+    exports: str = flags.option(DEFAULT_EXPORTS, "folder of exported artifacts (python -m alexnet_perf.export)")
+    json: str | None = flags.option(None, "also write the predictions and latency to this JSON file")
 
 
 def model_for(backend: str, checkpoint: str | Path) -> nn.Module | None:
@@ -244,6 +244,6 @@ def main(cfg: PredictConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(PredictConfig, main, "python -m alexnet_perf.predict",
+    raise SystemExit(flags.run(PredictConfig, main, "python -m alexnet_perf.predict",
                              "Classify image files with the CIFAR-10 network through any backend: top-3 classes with "
                              "probabilities per file, and the latency. " + PREPROCESSING))

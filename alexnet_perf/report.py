@@ -1,7 +1,7 @@
 """`python -m alexnet_perf.report`: turn a benchmark JSON into tables, a plot and a section of a RESULTS.md file.
 
 Reads what `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` wrote (each case's extra_info is a
-results.CaseInfo: backend, device, precision, threads, batch size and ms per sample), and exports/parity.json (a
+records.CaseInfo: backend, device, precision, threads, batch size and ms per sample), and exports/parity.json (a
 parity.ParityReport) when it describes the artifacts that were timed, so that accuracy stands next to latency.
 Writes a PNG of ms/sample against batch size (one line per backend, log scales) and replaces its own marked section
 of RESULTS.md, leaving the others alone. Output paths are checked before anything is read or drawn.
@@ -18,11 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import cli
+from . import flags
 from .atomic import check_writable, write_atomic
 from .errors import UserError
 from .parity import ParityReport
-from .results import LOCAL_RESULTS, CaseInfo, TimedArtifacts, from_dict, read_json, update_section
+from .records import LOCAL_RESULTS, CaseInfo, TimedArtifacts, from_dict, read_json, update_section
 
 PROG = "python -m alexnet_perf.report"
 _TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")
@@ -30,15 +30,15 @@ _TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")
 
 @dataclass
 class ReportConfig:
-    benchmark_json: str = cli.option(".cache/bench/cpu.json", "the JSON written by `pytest benchmarks/ "
+    benchmark_json: str = flags.option(".cache/bench/cpu.json", "the JSON written by `pytest benchmarks/ "
                                                              "--benchmark-only --benchmark-json=PATH`")
-    label: str = cli.option("cpu", "name of the run (e.g. cpu, h200): titles its RESULTS.md section, which a "
+    label: str = flags.option("cpu", "name of the run (e.g. cpu, h200): titles its RESULTS.md section, which a "
                                    "later report with the same label replaces")
-    results: str = cli.option(LOCAL_RESULTS, "markdown file whose section for --label is written or replaced "
+    results: str = flags.option(LOCAL_RESULTS, "markdown file whose section for --label is written or replaced "
                                              "(benchmarks/RESULTS.md updates the project's committed figures)")
-    plot: str | None = cli.option(None, "PNG of ms/sample against batch size (default: latency-LABEL.png beside "
+    plot: str | None = flags.option(None, "PNG of ms/sample against batch size (default: latency-LABEL.png beside "
                                         "--results)")
-    parity: str = cli.option("exports/parity.json", "parity report whose test accuracies are shown when it was made "
+    parity: str = flags.option("exports/parity.json", "parity report whose test accuracies are shown when it was made "
                                                     "for the artifacts that were benchmarked")
 
 
@@ -244,7 +244,7 @@ def render(cfg: ReportConfig, data: dict[str, Any], entries: list[CaseInfo], art
     lines = [f"## Benchmarks: {cfg.label}", "",
              f"Measured {_when(data)} on {machine}" + (f"; {versions}" if versions else "") + ".", "",
              f"- **Benchmarks:** `{data.get('command', 'pytest benchmarks/ --benchmark-only')}`",
-             f"- **Report:** `{cli.command_line(PROG, cfg)}`",
+             f"- **Report:** `{flags.command_line(PROG, cfg)}`",
              f"- **Artifacts timed:** {source}",
              *([f"- **System load** (1-minute average, {load['cores']} cores): {load['start']:.2f} at the start, "
                 f"{load['end']:.2f} at the end"] if load else []),
@@ -314,7 +314,7 @@ def main(cfg: ReportConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(ReportConfig, main, PROG,
+    raise SystemExit(flags.run(ReportConfig, main, PROG,
                              "Turn a pytest-benchmark JSON of benchmarks/ into a markdown table (ms/sample, "
                              "samples/s, speed-up vs PyTorch eager fp32, parity's test accuracy) and a latency plot, "
                              "in a marked section of a RESULTS file (.cache/results/RESULTS.md unless --results "

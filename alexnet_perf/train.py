@@ -22,13 +22,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from . import cli
+from . import flags
 from .atomic import check_writable, check_writable_dir, claim_output
 from .checkpoint import last_path, load_checkpoint, restore_training, save_atomic, training_checkpoint
 from .errors import Terminated, UserError
 from .evaluate import EvalMetrics, evaluate_model, format_snapshot, score_checkpoint
 from .progress import ProgressLog
-from .runtime import resolve_device, synchronize
+from .device import resolve_device, synchronize
 from .train_config import RUNTIME_FIELDS, TrainConfig, given_settings
 from .training import Training, build_training, load_splits, lr_factor, zero_sums
 
@@ -58,7 +58,7 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
     conflicting = [name for name, value in given_settings(cfg).items() if name in saved and saved[name] != value]
     if conflicting:
         name = conflicting[0]
-        raise UserError(f"--resume continues {last} with its saved configuration, but {cli.flag(name)} "
+        raise UserError(f"--resume continues {last} with its saved configuration, but {flags.flag(name)} "
                         f"{getattr(cfg, name)} differs from its {saved[name]}: drop the flag, or start a new run with "
                         f"--overwrite or another --checkpoint")
     resumed = replace(TrainConfig(**saved), **{k: getattr(cfg, k) for k in RUNTIME_FIELDS})
@@ -284,4 +284,4 @@ DESCRIPTION = (
     "SIGTERM saves the run (exit status 130 or 143) and --resume continues it exactly.")
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(TrainConfig, main, PROG, DESCRIPTION))
+    raise SystemExit(flags.run(TrainConfig, main, PROG, DESCRIPTION))

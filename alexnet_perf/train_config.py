@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import cli
+from . import flags
 from .checkpoint import DEFAULT_CHECKPOINT
 from .data import DATA_DIR_HELP
 from .errors import UserError
@@ -21,71 +21,71 @@ class TrainConfig:
     then the recipe's settings, then the overrides; checked against every option's range. The CLI builds it the same
     way from the flags given."""
 
-    recipe: str = cli.option(DEFAULT_RECIPE, "named recipe whose settings become the defaults (flags still "
+    recipe: str = flags.option(DEFAULT_RECIPE, "named recipe whose settings become the defaults (flags still "
                                              "override): fast = quickest to the original's 83.18% test accuracy "
                                              "(about 2 minutes on a 2-core CPU), best = highest accuracy (50 "
                                              "epochs), original = the original 500-epoch run",
                              choices=sorted(RECIPES), preset=True)
-    epochs: int = cli.option(500, "number of epochs", at_least=1)
-    batch_size: int = cli.option(128, "training batch size (the last partial batch of an epoch is dropped)",
+    epochs: int = flags.option(500, "number of epochs", at_least=1)
+    batch_size: int = flags.option(128, "training batch size (the last partial batch of an epoch is dropped)",
                                  at_least=1)
-    lr: float = cli.option(0.075, "peak SGD learning rate", above=0)
-    momentum: float = cli.option(0.9, "SGD momentum", at_least=0, below=1)
-    nesterov: bool = cli.option(False, "Nesterov momentum")
-    schedule: str = cli.option("cosine-epoch", "learning-rate schedule: cosine-epoch (the seed's CosineAnnealingLR, "
+    lr: float = flags.option(0.075, "peak SGD learning rate", above=0)
+    momentum: float = flags.option(0.9, "SGD momentum", at_least=0, below=1)
+    nesterov: bool = flags.option(False, "Nesterov momentum")
+    schedule: str = flags.option("cosine-epoch", "learning-rate schedule: cosine-epoch (the seed's CosineAnnealingLR, "
                                                "stepped per epoch), cosine or linear (per step, to 0)",
                                choices=SCHEDULES)
-    warmup_epochs: float = cli.option(0.0, "linear warm-up from 0 over this many epochs (per-step schedules)",
+    warmup_epochs: float = flags.option(0.0, "linear warm-up from 0 over this many epochs (per-step schedules)",
                                       at_least=0)
-    weight_decay: float = cli.option(2e-3, "SGD weight decay (L2)", at_least=0)
-    decay_norm_and_bias: bool = cli.option(True, "apply weight decay to BatchNorm weights and biases too (the seed)")
-    bn_momentum: float = cli.option(0.1, "BatchNorm running-statistics momentum", above=0, at_most=1)
-    whiten_init: bool = cli.option(False, "initialise the first convolution as a patch-whitening filter bank "
+    weight_decay: float = flags.option(2e-3, "SGD weight decay (L2)", at_least=0)
+    decay_norm_and_bias: bool = flags.option(True, "apply weight decay to BatchNorm weights and biases too (the seed)")
+    bn_momentum: float = flags.option(0.1, "BatchNorm running-statistics momentum", above=0, at_most=1)
+    whiten_init: bool = flags.option(False, "initialise the first convolution as a patch-whitening filter bank "
                                           "computed from 5,000 training images (airbench's trick)")
-    bn_bias_lr_scale: float = cli.option(1.0, "learning-rate multiplier of the BatchNorm biases", above=0)
-    ema: float = cli.option(0.0, "keep an exponential moving average of the weights with this per-step decay and "
+    bn_bias_lr_scale: float = flags.option(1.0, "learning-rate multiplier of the BatchNorm biases", above=0)
+    ema: float = flags.option(0.0, "keep an exponential moving average of the weights with this per-step decay and "
                                  "validate/save it (0: off)", at_least=0, below=1)
-    dropout_scale: float = cli.option(1.0, "multiply the network's dropout rates by this while training (0: no "
+    dropout_scale: float = flags.option(1.0, "multiply the network's dropout rates by this while training (0: no "
                                            "dropout; inference never drops)", at_least=0, at_most=1)
-    label_smoothing: float = cli.option(0.1, "label smoothing of the cross-entropy loss", at_least=0, below=1)
-    clip_grad_norm: float = cli.option(1.0, "clip the gradient's global L2 norm to this (0: no clipping)",
+    label_smoothing: float = flags.option(0.1, "label smoothing of the cross-entropy loss", at_least=0, below=1)
+    clip_grad_norm: float = flags.option(1.0, "clip the gradient's global L2 norm to this (0: no clipping)",
                                        at_least=0)
-    augment: bool = cli.option(False, "random crop (zero padding) + horizontal flip, batched on the device")
-    crop_padding: int = cli.option(4, "padding of the random crop with --augment, in pixels", at_least=0,
+    augment: bool = flags.option(False, "random crop (zero padding) + horizontal flip, batched on the device")
+    crop_padding: int = flags.option(4, "padding of the random crop with --augment, in pixels", at_least=0,
                                    at_most=16)
-    low_res_epochs: int = cli.option(0, "train the first N epochs on random --low-res-size crops (cheaper per "
+    low_res_epochs: int = flags.option(0, "train the first N epochs on random --low-res-size crops (cheaper per "
                                         "image; validation and test stay 32x32)", at_least=0)
-    low_res_size: int = cli.option(24, "input size of the first --low-res-epochs epochs, in pixels", at_least=8,
+    low_res_size: int = flags.option(24, "input size of the first --low-res-epochs epochs, in pixels", at_least=8,
                                    at_most=32)
-    tta: bool = cli.option(False, "score this recipe with flip test-time augmentation (mean logits of image and "
+    tta: bool = flags.option(False, "score this recipe with flip test-time augmentation (mean logits of image and "
                                   "mirror image): validation uses it, and the closing test report and evaluate "
                                   "show it beside the plain figure (recorded in the checkpoint)")
-    val_size: int = cli.option(10_000, "last N training images held out for validation (0: train on all 50,000)",
+    val_size: int = flags.option(10_000, "last N training images held out for validation (0: train on all 50,000)",
                                at_least=0)
-    limit_train: int = cli.option(0, "train on only the first N training images, for quick runs (0: all)",
+    limit_train: int = flags.option(0, "train on only the first N training images, for quick runs (0: all)",
                                   at_least=0)
-    device: str = cli.option("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N")
-    compile: bool = cli.option(False, "torch.compile the network (forward and backward) for training")
-    amp: bool = cli.option(False, "mixed precision: bf16 autocast on CPU/modern GPUs, fp16 + GradScaler otherwise")
-    tf32: bool = cli.option(False, "on GPUs, let the fp32 convolutions and matmuls (all of them without --amp) run "
+    device: str = flags.option("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+    compile: bool = flags.option(False, "torch.compile the network (forward and backward) for training")
+    amp: bool = flags.option(False, "mixed precision: bf16 autocast on CPU/modern GPUs, fp16 + GradScaler otherwise")
+    tf32: bool = flags.option(False, "on GPUs, let the fp32 convolutions and matmuls (all of them without --amp) run "
                                    "in TF32: faster, with a 10-bit mantissa; off, fp32 means fp32")
-    channels_last: bool = cli.option(True, "channels-last memory layout for the network and its inputs")
-    reuse_freed_memory: bool = cli.option(True, "on a CPU, keep freed memory in the process for the next step "
+    channels_last: bool = flags.option(True, "channels-last memory layout for the network and its inputs")
+    reuse_freed_memory: bool = flags.option(True, "on a CPU, keep freed memory in the process for the next step "
                                                 "instead of returning it to the kernel (glibc): large tensors stop "
                                                 "faulting in fresh pages every step; the process keeps its peak "
                                                 "memory until it exits")
-    seed: int = cli.option(0, "seed for initialisation, shuffling, augmentation and dropout", at_least=0)
-    deterministic: bool = cli.option(False, "use deterministic algorithms only (slower on GPU)")
-    data_dir: str | None = cli.option(None, DATA_DIR_HELP)
-    download: bool = cli.option(False, "download CIFAR-10 if it is missing")
-    checkpoint: str = cli.option(DEFAULT_CHECKPOINT, "best-validation checkpoint path; the last-epoch one is "
+    seed: int = flags.option(0, "seed for initialisation, shuffling, augmentation and dropout", at_least=0)
+    deterministic: bool = flags.option(False, "use deterministic algorithms only (slower on GPU)")
+    data_dir: str | None = flags.option(None, DATA_DIR_HELP)
+    download: bool = flags.option(False, "download CIFAR-10 if it is missing")
+    checkpoint: str = flags.option(DEFAULT_CHECKPOINT, "best-validation checkpoint path; the last-epoch one is "
                                                      "written beside it (*.last.pth)")
-    resume: bool = cli.option(False, "continue the run saved in the last checkpoint (its configuration is kept)")
-    overwrite: bool = cli.option(False, "start a new run even though --checkpoint (or its .last.pth) exists, "
+    resume: bool = flags.option(False, "continue the run saved in the last checkpoint (its configuration is kept)")
+    overwrite: bool = flags.option(False, "start a new run even though --checkpoint (or its .last.pth) exists, "
                                         "replacing that earlier run's checkpoints")
-    tensorboard: bool = cli.option(True, "log to TensorBoard under --log-dir")
-    log_dir: str = cli.option(".cache/tensorboard/training/alexnet", "TensorBoard folder; each run gets run_<time>")
-    log_every: int = cli.option(20, "update the progress bar and batch-wise TensorBoard scalars every N steps",
+    tensorboard: bool = flags.option(True, "log to TensorBoard under --log-dir")
+    log_dir: str = flags.option(".cache/tensorboard/training/alexnet", "TensorBoard folder; each run gets run_<time>")
+    log_every: int = flags.option(20, "update the progress bar and batch-wise TensorBoard scalars every N steps",
                                 at_least=1)
 
     def __init__(self, recipe: str = DEFAULT_RECIPE, **overrides: Any) -> None:
@@ -98,7 +98,7 @@ class TrainConfig:
         self.recipe = recipe
         for name, value in {**values, **RECIPES[recipe], **overrides}.items():
             setattr(self, name, value)
-        cli.validate(self)
+        flags.validate(self)
 
 
 # Settings that change how a run executes but not what it computes: --resume may change them.

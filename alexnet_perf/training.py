@@ -17,9 +17,9 @@ from .compilation import compile_network
 from .data import CLASSES, DeviceLoader, load_cifar10, normalize, split_train_val
 from .ema import EMA
 from .evaluate import EVAL_BATCH_SIZE
-from .init import whiten_first_conv
+from .whitening import whiten_first_conv
 from .model import AlexNetCifar
-from .runtime import amp_dtype, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
+from .device import amp_dtype, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
 from .train_config import TrainConfig
 
 
@@ -144,7 +144,7 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
     """Seed and set TF32 as cfg says (process-wide, like cuDNN's autotuning), then make the loaders, network (with
     BatchNorm momentum, dropout scale and whitening init), EMA, optimizer, schedule, scaler and loss of cfg: a fresh
     run at step 0, or the frame that restore_training fills.
-    On a CPU the process first keeps freed memory for reuse (cfg.reuse_freed_memory; runtime.keep_freed_memory)."""
+    On a CPU the process first keeps freed memory for reuse (cfg.reuse_freed_memory; device.keep_freed_memory)."""
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.reuse_freed_memory:
         keep_freed_memory()

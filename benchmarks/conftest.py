@@ -3,9 +3,9 @@
 Run it as `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` (plain `python -m pytest` collects tests/
 only). Every case warms up explicitly (compilation, cuDNN autotuning, ONNX Runtime's and OpenVINO's first run stay
 out of the timings), then runs pedantic rounds sized from the warm call and pytest-benchmark's own
---benchmark-max-time and --benchmark-min-rounds. Each case's extra_info is an alexnet_perf.results.CaseInfo, which
+--benchmark-max-time and --benchmark-min-rounds. Each case's extra_info is an alexnet_perf.records.CaseInfo, which
 the report reads back: it carries the figure users ask for, ms per sample and samples per second (from the median
-round). The JSON also records the command, the artifacts used (a results.TimedArtifacts) and the reason of every
+round). The JSON also records the command, the artifacts used (a records.TimedArtifacts) and the reason of every
 skipped case. `--exports DIR` picks the artifact set to time (default: the repository's exports/).
 
 The GPU cases (marker gpu) run on the device of the `gpu_device` fixture: the GPU, or with --gpu-stand-in the CPU in
@@ -35,7 +35,7 @@ from alexnet_perf.backends import WARMUP_CALLS as BACKEND_WARMUP_CALLS
 from alexnet_perf.data import CLASSES, normalize, preprocessing
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
-from alexnet_perf.results import CaseInfo, TimedArtifacts, machine_description
+from alexnet_perf.records import CaseInfo, TimedArtifacts, machine_description
 
 EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 CALIBRATION_IMAGES = 128  # a stand-in export calibrates on random pixels: the INT8 graph costs the same

@@ -18,23 +18,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 from alexnet_perf.artifacts import FILES, INT8, ONNX
 from alexnet_perf.backends import load_artifact, openvino_config
-from alexnet_perf.results import LOCAL_RESULTS, machine_description, update_section
+from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
 
 PROG = "python benchmarks/profile_inference.py"
 
 
 @dataclass
 class ProfileInferenceConfig:
-    precision: str = cli.option("int8", "OpenVINO backend to profile: fp32, bf16 (both from the fp32 ONNX file) or "
+    precision: str = flags.option("int8", "OpenVINO backend to profile: fp32, bf16 (both from the fp32 ONNX file) or "
                                         "int8 (the QDQ file)", choices=("fp32", "bf16", "int8"))
-    batch_size: int = cli.option(1, "images per call", at_least=1, at_most=4096)
-    calls: int = cli.option(2000, "timed calls (after 50 untimed ones)", at_least=1)
-    exports: str = cli.option("exports", "folder holding the exported ONNX files")
-    results: bool = cli.option(True, "write the table into --results-file")
-    results_file: str = cli.option(LOCAL_RESULTS, "markdown file holding the section (benchmarks/RESULTS.md updates "
+    batch_size: int = flags.option(1, "images per call", at_least=1, at_most=4096)
+    calls: int = flags.option(2000, "timed calls (after 50 untimed ones)", at_least=1)
+    exports: str = flags.option("exports", "folder holding the exported ONNX files")
+    results: bool = flags.option(True, "write the table into --results-file")
+    results_file: str = flags.option(LOCAL_RESULTS, "markdown file holding the section (benchmarks/RESULTS.md updates "
                                                   "the project's committed figures)")
 
 
@@ -66,7 +66,7 @@ def profile(cfg: ProfileInferenceConfig) -> tuple[float, dict[str, float], int]:
 def markdown(cfg: ProfileInferenceConfig, wall: float, per_type: dict[str, float], operators: int) -> str:
     total = sum(per_type.values())
     lines = [f"### OpenVINO {cfg.precision}, batch {cfg.batch_size}: time per operator type", "",
-             f"Command: `{cli.command_line(PROG, cfg)}`  ",
+             f"Command: `{flags.command_line(PROG, cfg)}`  ",
              f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {machine_description()}; "
              f"{torch.get_num_threads()} threads", "",
              f"{wall:.4f} ms per call ({wall / cfg.batch_size:.4f} ms/sample) measured around `infer`; the "
@@ -88,4 +88,4 @@ def main(cfg: ProfileInferenceConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(ProfileInferenceConfig, main, PROG, __doc__.split("\n\n")[0]))
+    raise SystemExit(flags.run(ProfileInferenceConfig, main, PROG, __doc__.split("\n\n")[0]))

@@ -29,11 +29,11 @@ import torch
 from torch import nn
 from torch.autograd.profiler_util import FunctionEvent
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
-from alexnet_perf.results import LOCAL_RESULTS, machine_description, update_section
+from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
 from alexnet_perf.train_config import TrainConfig
 from alexnet_perf.training import Training, build_training
 
@@ -47,25 +47,25 @@ CATEGORIES = ("convolution forward", "convolution backward", "batch norm", "max-
 
 @dataclass
 class ProfileConfig:
-    batch_size: int = cli.option(256, "training batch size", at_least=1)
-    steps: int = cli.option(10, "timed steps per variant (alternating between variants); the median is reported",
+    batch_size: int = flags.option(256, "training batch size", at_least=1)
+    steps: int = flags.option(10, "timed steps per variant (alternating between variants); the median is reported",
                             at_least=1)
-    profiled_steps: int = cli.option(2, "steps per profiled window", at_least=1)
-    profile_rounds: int = cli.option(3, "profiled windows per variant (alternating between variants); the one with "
+    profiled_steps: int = flags.option(2, "steps per profiled window", at_least=1)
+    profile_rounds: int = flags.option(3, "profiled windows per variant (alternating between variants); the one with "
                                         "the least total time is kept, as other work on the machine inflates the "
                                         "rest", at_least=1)
-    warmup: int = cli.option(3, "untimed steps per variant first (compilation happens here)", at_least=1)
-    compiled: bool = cli.option(True, "include the torch.compile variant (compilation takes a minute or more)")
-    reuse_freed_memory: bool = cli.option(True, "keep freed memory for the next step, as training does "
+    warmup: int = flags.option(3, "untimed steps per variant first (compilation happens here)", at_least=1)
+    compiled: bool = flags.option(True, "include the torch.compile variant (compilation takes a minute or more)")
+    reuse_freed_memory: bool = flags.option(True, "keep freed memory for the next step, as training does "
                                                 "(--no-reuse-freed-memory: glibc's default, where large tensors "
                                                 "fault in fresh pages every step)")
-    matrix_size: int = cli.option(2048, "N of the N×N×N matmuls that measure the matrix rate", at_least=16)
-    matrix_reps: int = cli.option(10, "timed matmuls per precision; the fastest gives the rate", at_least=1)
-    threads: int = cli.option(0, "torch threads (0: torch's default)", at_least=0)
-    top: int = cli.option(12, "operators listed per variant, by self CPU time", at_least=1)
-    json: str = cli.option("", "also write every figure as JSON here (empty string: don't)")
-    results: bool = cli.option(True, f"rewrite the {SECTION} section of --results-file")
-    results_file: str = cli.option(LOCAL_RESULTS, "markdown file holding the section (benchmarks/RESULTS.md updates "
+    matrix_size: int = flags.option(2048, "N of the N×N×N matmuls that measure the matrix rate", at_least=16)
+    matrix_reps: int = flags.option(10, "timed matmuls per precision; the fastest gives the rate", at_least=1)
+    threads: int = flags.option(0, "torch threads (0: torch's default)", at_least=0)
+    top: int = flags.option(12, "operators listed per variant, by self CPU time", at_least=1)
+    json: str = flags.option("", "also write every figure as JSON here (empty string: don't)")
+    results: bool = flags.option(True, f"rewrite the {SECTION} section of --results-file")
+    results_file: str = flags.option(LOCAL_RESULTS, "markdown file holding the section (benchmarks/RESULTS.md updates "
                                                   "the project's committed figures)")
 
 
@@ -340,7 +340,7 @@ def run_profile(cfg: ProfileConfig) -> dict:
     rates = fastest(before, matrix_rates(cfg))
     for v in variants:
         v.matrix_share = v.gflops / rates[v.precision]["best_gflops"]
-    return {"command": cli.command_line(PROG, cfg), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    return {"command": flags.command_line(PROG, cfg), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine_description(), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
             "load_average": {"start": load_start, "end": os.getloadavg()[0], "cores": os.cpu_count()},
             "batch_size": cfg.batch_size, "training_flops_per_sample": flops, "matrix_size": cfg.matrix_size,
@@ -459,4 +459,4 @@ def main(cfg: ProfileConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(ProfileConfig, main, PROG, __doc__.split("\n\n")[0]))
+    raise SystemExit(flags.run(ProfileConfig, main, PROG, __doc__.split("\n\n")[0]))

@@ -18,7 +18,7 @@ from torch import nn
 
 from alexnet_perf.artifacts import INPUT_SHAPE
 from alexnet_perf.backends import REFERENCE, BackendSpec, BackendUnavailable, backend_spec, backend_specs
-from alexnet_perf.runtime import synchronize
+from alexnet_perf.device import synchronize
 
 BATCH_SIZES = (1, 128, 1024)
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}  # as torch names them

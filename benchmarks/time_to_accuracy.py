@@ -27,14 +27,14 @@ from typing import Any
 
 import torch
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_atomic, write_text_atomic
 from alexnet_perf.data import DATA_DIR_HELP, load_cifar10
 from alexnet_perf.errors import UserError
 from alexnet_perf.evaluate import score_checkpoint
 from alexnet_perf.recipes import RECIPES
-from alexnet_perf.results import LOCAL_RESULTS, from_dict, machine_description, update_section
-from alexnet_perf.runtime import resolve_device
+from alexnet_perf.records import LOCAL_RESULTS, from_dict, machine_description, update_section
+from alexnet_perf.device import resolve_device
 from alexnet_perf.train import train
 from alexnet_perf.train_config import TrainConfig
 
@@ -45,23 +45,23 @@ SEED_EPOCHS, SEED_ACCURACY = 496, 0.8318  # the seed's reported run: 83.18 % tes
 
 @dataclass
 class TimeToAccuracyConfig:
-    recipe: str = cli.option("fast", f"recipe to train: {', '.join(RECIPES)}", choices=sorted(RECIPES))
-    runs: int = cli.option(3, "number of seeds (0..runs-1)", at_least=1)
-    epochs: int = cli.option(0, "train this many epochs instead of the recipe's (0: the recipe's); a few epochs of "
+    recipe: str = flags.option("fast", f"recipe to train: {', '.join(RECIPES)}", choices=sorted(RECIPES))
+    runs: int = flags.option(3, "number of seeds (0..runs-1)", at_least=1)
+    epochs: int = flags.option(0, "train this many epochs instead of the recipe's (0: the recipe's); a few epochs of "
                                 "the original recipe measure its epoch time, from which its 496 epochs are "
                                 "extrapolated",
                              at_least=0)
-    data_dir: str | None = cli.option(None, DATA_DIR_HELP)
-    parallel: int = cli.option(1, "train this many seeds at once, splitting the cores (accuracy runs; wall times "
+    data_dir: str | None = flags.option(None, DATA_DIR_HELP)
+    parallel: int = flags.option(1, "train this many seeds at once, splitting the cores (accuracy runs; wall times "
                                   "are then not single-run figures)", at_least=1)
-    keep: str = cli.option("", "keep the trained checkpoints in this folder (empty string: a temporary folder)")
-    json: str = cli.option("", "also write the runs and their summary as JSON here (empty string: don't)")
-    results: str = cli.option(LOCAL_RESULTS, "markdown file whose time-to-accuracy-RECIPE section is rewritten "
+    keep: str = flags.option("", "keep the trained checkpoints in this folder (empty string: a temporary folder)")
+    json: str = flags.option("", "also write the runs and their summary as JSON here (empty string: don't)")
+    results: str = flags.option(LOCAL_RESULTS, "markdown file whose time-to-accuracy-RECIPE section is rewritten "
                                              "(benchmarks/RESULTS.md updates the project's committed figures); the "
                                             "runs are recorded beside it as time_to_accuracy-RECIPE.json and drawn, "
                                             f"with every other recipe recorded there, in {PLOT_NAME} (empty "
                                             "string: none of these)")
-    report_only: str = cli.option("", "train nothing: record a JSON this script wrote (--json) beside --results and "
+    report_only: str = flags.option("", "train nothing: record a JSON this script wrote (--json) beside --results and "
                                       "redraw the section and the picture from it")
 
 
@@ -344,7 +344,7 @@ def measure(cfg: TimeToAccuracyConfig) -> int:
     summary = summarize(runs)
     print(f"mean test accuracy {100 * summary['test_accuracy']['mean']:.2f}% "
           f"(TTA {100 * summary['test_accuracy_tta']['mean']:.2f}%), mean wall {summary['wall_seconds']['mean']:.1f} s")
-    record = {"recipe": cfg.recipe, "command": cli.command_line(PROG, cfg),
+    record = {"recipe": cfg.recipe, "command": flags.command_line(PROG, cfg),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
               "runs": runs, "summary": summary}
     write_outputs(cfg, record)
@@ -356,4 +356,4 @@ def main(cfg: TimeToAccuracyConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(TimeToAccuracyConfig, main, PROG, __doc__.split("\n\n")[0]))
+    raise SystemExit(flags.run(TimeToAccuracyConfig, main, PROG, __doc__.split("\n\n")[0]))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet_perf import cli, evaluate, export, parity, predict
+from alexnet_perf import evaluate, export, flags, parity, predict
 from alexnet_perf.checkpoint import save_atomic
 
 COMMANDS = {
@@ -40,7 +40,7 @@ def test_a_checkpoint_for_another_class_count_is_refused_in_one_line_by_every_co
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "img.png")
     config_cls, main, extra = COMMANDS[command]
     argv = ["--checkpoint", str(hundred_classes)] + [a.format(out=out, image=tmp_path / "img.png") for a in extra]
-    code = cli.run(config_cls, main, command, "", argv)
+    code = flags.run(config_cls, main, command, "", argv)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "c100.pth: the network predicts 100 classes, CIFAR-10 has 10" in err

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_perf import cli, compilation
+from alexnet_perf import compilation, flags
 from alexnet_perf.compilation import (BATCH_NORM_BACKWARD, POOL, _batch_norm_backward_low_precision,
                                       _pool_2x2, _pool_2x2_backward, compile_network)
 from alexnet_perf.model import AlexNetCifar
@@ -154,7 +154,7 @@ def test_compile_falls_back_to_stock_inductor_in_one_line_when_the_rewrites_fail
         raise RuntimeError("inductor internals moved")
 
     monkeypatch.setattr(compilation, "_pool_2x2_backward", moved)
-    cli.quiet_cpu_only_warnings()  # as every command does
+    flags.quiet_cpu_only_warnings()  # as every command does
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2)).train()
     x = torch.randn(2, 3, 8, 8)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from alexnet_perf import cli, evaluate
+from alexnet_perf import evaluate, flags
 from alexnet_perf.data import DeviceLoader
 from alexnet_perf.evaluate import EvalConfig, evaluate_model
 from alexnet_perf.train import train
@@ -61,7 +61,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _evaluate(trained, tmp_path, capsys, *args: str) -> tuple[int, str, str]:
     data_dir, checkpoint = trained
-    code = cli.run(EvalConfig, evaluate.main, PROG, "",
+    code = flags.run(EvalConfig, evaluate.main, PROG, "",
                    ["--checkpoint", str(checkpoint), "--data-dir", str(data_dir), "--device", "cpu",
                     "--confusion-png", str(tmp_path / "cm.png"), *args])
     out = capsys.readouterr()
@@ -101,7 +101,7 @@ def test_output_in_a_read_only_folder_is_refused_before_evaluating(trained, tmp_
 
 
 def test_batch_size_below_one_is_refused_before_anything_is_loaded(tmp_path, capsys):
-    code = cli.run(EvalConfig, evaluate.main, PROG, "",
+    code = flags.run(EvalConfig, evaluate.main, PROG, "",
                    ["--checkpoint", str(tmp_path / "absent.pth"), "--batch-size", "0", "--confusion-png", ""])
     out = capsys.readouterr()
     _assert_refused_up_front(code, out.out, out.err, "--batch-size must be >= 1, got 0")

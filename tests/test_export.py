@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_perf import cli, export
+from alexnet_perf import export, flags
 from alexnet_perf.artifacts import AOTI_CPU, AOTI_CUDA, FILES, INT8, OPTIONAL, TORCHSCRIPT, read_source_sha256
 from alexnet_perf.atomic import claim_output
 from alexnet_perf.checkpoint import load_model, save_atomic, sha256_file
@@ -181,7 +181,7 @@ def previous_set(exported, tmp_path):
 
 
 def _export_cli(exported, out, capsys, *extra):
-    code = cli.run(ExportConfig, export.main, "export", "", ["--checkpoint", str(exported.checkpoint), "--out",
+    code = flags.run(ExportConfig, export.main, "export", "", ["--checkpoint", str(exported.checkpoint), "--out",
                                                              str(out), "--data-dir", str(exported.data_dir),
                                                              "--calibration-images", "64", "--seed", "1",
                                                              "--no-parity", *extra])

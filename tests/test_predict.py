@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet_perf import cli, predict
+from alexnet_perf import flags, predict
 from alexnet_perf.backends import Backend, BackendUnavailable, backend_spec, backend_specs
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import CLASSES, normalize, read_batch
@@ -229,7 +229,7 @@ def test_a_truncated_torch_export_file_is_one_line_without_torchs_logged_traceba
     exports = shutil.copytree(exported.out, tmp_path / "exports")
     program = exports / "alexnet_cifar.pt2"
     program.write_bytes(program.read_bytes()[:4096])
-    code = cli.run(PredictConfig, predict.main, "predict", "", [str(pictures["rgb"]), "--backend", "torch.export",
+    code = flags.run(PredictConfig, predict.main, "predict", "", [str(pictures["rgb"]), "--backend", "torch.export",
                                                                 "--exports", str(exports)])
     err = capfd.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err

@@ -6,7 +6,7 @@ import shutil
 import onnx
 import pytest
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 from alexnet_perf.artifacts import FILES, ONNX
 
 from conftest import benchmark_script
@@ -31,15 +31,15 @@ def test_every_executed_operator_is_timed_and_tabled(script, exported, precision
 
 
 def test_missing_exports_and_bad_flags_are_one_line(script, tmp_path, capsys):
-    assert cli.run(script.ProfileInferenceConfig, script.main, script.PROG, "",
+    assert flags.run(script.ProfileInferenceConfig, script.main, script.PROG, "",
                    ["--exports", str(tmp_path), "--no-results"]) == 2
     assert "exported model not found" in capsys.readouterr().err
-    assert cli.run(script.ProfileInferenceConfig, script.main, script.PROG, "", ["--batch-size", "0"]) == 2
+    assert flags.run(script.ProfileInferenceConfig, script.main, script.PROG, "", ["--batch-size", "0"]) == 2
     assert "--batch-size must be >= 1" in capsys.readouterr().err
 
 
 def _profile_cli(script, exports, capfd):
-    code = cli.run(script.ProfileInferenceConfig, script.main, script.PROG, "",
+    code = flags.run(script.ProfileInferenceConfig, script.main, script.PROG, "",
                    ["--exports", str(exports), "--precision", "fp32", "--calls", "1", "--no-results"])
     return code, capfd.readouterr().err
 

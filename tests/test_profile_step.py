@@ -6,7 +6,7 @@ import json
 import pytest
 from torch.autograd.profiler_util import FunctionEvent
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 
 from conftest import benchmark_script
 
@@ -20,7 +20,7 @@ def profile_module():
 
 
 def _cli(module, capsys, *args: str) -> tuple[int, str, str]:
-    code = cli.run(module.ProfileConfig, module.main, module.PROG, "", list(args))
+    code = flags.run(module.ProfileConfig, module.main, module.PROG, "", list(args))
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -31,7 +31,7 @@ def tiny_run(profile_module, tmp_path_factory) -> tuple[dict, str]:
     folder = tmp_path_factory.mktemp("profile")
     results = folder / "RESULTS.md"
     results.write_text("# Results\n\n<!-- begin other -->\nkept\n<!-- end other -->\n")
-    code = cli.run(profile_module.ProfileConfig, profile_module.main, profile_module.PROG, "",
+    code = flags.run(profile_module.ProfileConfig, profile_module.main, profile_module.PROG, "",
                    [*TINY, "--json", str(folder / "p.json"), "--results-file", str(results)])
     assert code == 0
     return json.loads((folder / "p.json").read_text()), results.read_text()

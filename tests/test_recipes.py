@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 from alexnet_perf.ema import EMA
 from alexnet_perf.evaluate import predict
 from alexnet_perf.model import AlexNetCifar
@@ -99,20 +99,20 @@ def test_an_unknown_recipe_is_a_user_error():
 
 
 def test_recipe_flag_sets_defaults_that_other_flags_override():
-    cfg = cli.parse(TrainConfig, "train", "", ["--recipe", "fast", "--epochs", "3", "--no-amp"])
+    cfg = flags.parse(TrainConfig, "train", "", ["--recipe", "fast", "--epochs", "3", "--no-amp"])
     assert cfg == TrainConfig("fast", epochs=3, amp=False)
     assert cfg.lr == RECIPES["fast"]["lr"] != TrainConfig("original").lr
 
 
 def test_command_line_rebuilds_a_recipe_configuration():
     cfg = TrainConfig("fast", epochs=12, amp=False, seed=3)
-    line = cli.command_line("train", cfg)
+    line = flags.command_line("train", cfg)
     assert line.startswith("train --recipe fast ")
-    assert cli.parse(TrainConfig, "train", "", line.split()[1:]) == cfg
+    assert flags.parse(TrainConfig, "train", "", line.split()[1:]) == cfg
 
 
 def test_whitening_filters_decorrelate_patches_to_unit_variance():
-    from alexnet_perf.init import patch_whitening_filters
+    from alexnet_perf.whitening import patch_whitening_filters
 
     torch.manual_seed(0)
     mix = torch.randn(3, 3)
@@ -126,7 +126,7 @@ def test_whitening_filters_decorrelate_patches_to_unit_variance():
 
 
 def test_results_sections_are_replaced_in_place_and_others_kept(tmp_path):
-    from alexnet_perf.results import update_section
+    from alexnet_perf.records import update_section
 
     path = tmp_path / "RESULTS.md"
     update_section(path, "a", "first A")
@@ -139,7 +139,7 @@ def test_results_sections_are_replaced_in_place_and_others_kept(tmp_path):
 
 def test_help_with_a_recipe_shows_that_recipes_defaults(capsys):
     with pytest.raises(SystemExit):
-        cli.run(TrainConfig, lambda c: 0, "train", "", ["--recipe", "fast", "--help"])
+        flags.run(TrainConfig, lambda c: 0, "train", "", ["--recipe", "fast", "--help"])
     assert f"number of epochs; >= 1 (default: {RECIPES['fast']['epochs']})" in capsys.readouterr().out
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_perf import cli, parity
+from alexnet_perf import flags, parity
 from alexnet_perf.backends import backend_specs
 from alexnet_perf.parity import (Inputs, OnRandomImages, OnTestImages, ParityConfig, ParityReport, ParityRow,
                                  Reference, Tolerances)
 from alexnet_perf.report import PROG, ReportConfig, main
-from alexnet_perf.results import CaseInfo
+from alexnet_perf.records import CaseInfo
 
 SHA = "ab" * 32
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +122,7 @@ def test_training_only_json_writes_no_plot(tmp_path):
 
 def test_json_without_benchmark_figures_is_a_user_error(tmp_path):
     bench = bench_json(tmp_path, benchmarks=[{"name": "test_other", "extra_info": {}, "stats": {}}])
-    code = cli.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
+    code = flags.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
                                                       "--results", str(tmp_path / "R.md")])
     assert code == 2 and not (tmp_path / "R.md").exists()
 
@@ -138,7 +138,7 @@ def test_damaged_parity_json_is_one_line_and_writes_nothing(tmp_path):
     damaged = tmp_path / "parity.json"
     damaged.write_text(json.dumps({"checkpoint_sha256": SHA, "reference": {"batch_size": 256}, "results": []}))
     results = tmp_path / "RESULTS.md"
-    code = cli.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench_json(tmp_path)),
+    code = flags.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench_json(tmp_path)),
                                                       "--parity", str(damaged), "--results", str(results)])
     assert code == 2 and not results.exists() and not (tmp_path / "latency-cpu.png").exists()
 
@@ -161,7 +161,7 @@ def test_malformed_case_in_benchmark_json_is_a_user_error(tmp_path):
     broken = case("inference", "eager-fp32", 1, 2.0)
     broken["extra_info"]["batch_size"] = "one"
     bench = bench_json(tmp_path, benchmarks=[broken])
-    code = cli.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
+    code = flags.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
                                                       "--results", str(tmp_path / "R.md")])
     assert code == 2 and not (tmp_path / "R.md").exists()
 
@@ -173,7 +173,7 @@ def test_impossible_timings_are_refused_in_one_line_and_write_nothing(tmp_path, 
     broken = case("inference", "eager-fp32", 1, 2.0)
     broken["extra_info"][field] = value
     bench = bench_json(tmp_path, benchmarks=[broken])  # json writes NaN and Infinity as Python reads them back
-    code = cli.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
+    code = flags.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
                                                       "--results", str(tmp_path / "R.md")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and f"extra_info.{field} = " in err

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import load_cifar10, normalize
 
@@ -34,7 +34,7 @@ def _record(recipe="fast", runs=None) -> dict:
 
 
 def _cli(module, capsys, *args: str) -> tuple[int, str, str]:
-    code = cli.run(module.TimeToAccuracyConfig, module.main, module.PROG, "", list(args))
+    code = flags.run(module.TimeToAccuracyConfig, module.main, module.PROG, "", list(args))
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 from alexnet_perf.atomic import claim_output
 from alexnet_perf.checkpoint import last_path, load_checkpoint
 from alexnet_perf.recipes import RECIPES
@@ -34,7 +34,7 @@ def never_called(cfg):
     ("--clip-grad-norm", "-1"), ("--bn-momentum", "0"), ("--log-every", "0"), ("--seed", "-1"),
 ])
 def test_out_of_range_numbers_are_refused_in_one_line_before_any_work(flag, value, capsys):
-    assert cli.run(TrainConfig, never_called, PROG, "", [flag, value]) == 2
+    assert flags.run(TrainConfig, never_called, PROG, "", [flag, value]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"{PROG}: error: {flag} must be ") and err.count("\n") == 1
 
@@ -42,7 +42,7 @@ def test_out_of_range_numbers_are_refused_in_one_line_before_any_work(flag, valu
 @pytest.mark.parametrize("checkpoint", ["", "{tmp}", "{tmp}/a_file/model.pth"])
 def test_an_unusable_checkpoint_path_is_refused_before_data_is_loaded(checkpoint, tmp_path, capsys):
     (tmp_path / "a_file").write_text("not a folder")
-    code = cli.run(TrainConfig, main, PROG, "",
+    code = flags.run(TrainConfig, main, PROG, "",
                    ["--checkpoint", checkpoint.format(tmp=tmp_path), "--data-dir", str(tmp_path / "no-data"),
                     "--no-tensorboard"])
     err = capsys.readouterr().err
@@ -51,7 +51,7 @@ def test_an_unusable_checkpoint_path_is_refused_before_data_is_loaded(checkpoint
 
 def test_an_unusable_log_dir_is_refused_before_data_is_loaded(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
-    code = cli.run(TrainConfig, main, PROG, "",
+    code = flags.run(TrainConfig, main, PROG, "",
                    ["--checkpoint", str(tmp_path / "m.pth"), "--log-dir", str(tmp_path / "a_file"),
                     "--data-dir", str(tmp_path / "no-data")])
     err = capsys.readouterr().err
@@ -122,7 +122,7 @@ def test_an_abort_exits_130_in_one_line(capsys):
     def aborted(cfg):
         raise KeyboardInterrupt
 
-    assert cli.run(TrainConfig, aborted, PROG, "", []) == 130
+    assert flags.run(TrainConfig, aborted, PROG, "", []) == 130
     assert capsys.readouterr().err == f"{PROG}: interrupted\n"
 
 
@@ -130,13 +130,13 @@ def test_a_second_sigterm_aborts_at_once_with_143(capsys):
     handler = CtrlC()
     handler(signal.SIGTERM, None)
     assert handler.is_set() and handler.exit_status == 143 and "SIGTERM: saving" in capsys.readouterr().err
-    with pytest.raises(cli.Terminated):
+    with pytest.raises(flags.Terminated):
         handler(signal.SIGTERM, None)
 
 
 def test_a_checkpoint_held_by_another_run_is_refused_in_one_line(tmp_path, capsys):
     with claim_output(tmp_path / "m.pth", "--checkpoint"):
-        code = cli.run(TrainConfig, main, PROG, "", ["--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard",
+        code = flags.run(TrainConfig, main, PROG, "", ["--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard",
                                                      "--data-dir", str(tmp_path / "absent")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "m.pth is in use by another run (pid" in err
@@ -159,10 +159,10 @@ def test_of_two_runs_started_together_on_one_checkpoint_exactly_one_proceeds(syn
 def test_a_full_disk_ends_in_one_line_and_keeps_the_previous_run(synthetic_cifar, tmp_path, capsys, monkeypatch):
     args = ["--epochs", "1", "--batch-size", "16", "--val-size", "64", "--device", "cpu", "--data-dir",
             str(synthetic_cifar), "--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard"]
-    assert cli.run(TrainConfig, main, PROG, "", args) == 0
+    assert flags.run(TrainConfig, main, PROG, "", args) == 0
     before = {p: p.read_bytes() for p in (tmp_path / "m.pth", last_path(tmp_path / "m.pth"))}
     full_disk(monkeypatch)
-    code = cli.run(TrainConfig, main, PROG, "", [*args, "--overwrite", "--seed", "3"])
+    code = flags.run(TrainConfig, main, PROG, "", [*args, "--overwrite", "--seed", "3"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
     assert "m.last.pth (epoch 1); make room and continue it with --resume" in err
@@ -175,15 +175,15 @@ class _StopAtOnce:
         return True
 
 
-@pytest.mark.parametrize("flags, named", [(["--batch-size", "8"], "--batch-size 8 differs from its 16"),
+@pytest.mark.parametrize("extra, named", [(["--batch-size", "8"], "--batch-size 8 differs from its 16"),
                                           (["--recipe", "best"], "--recipe best differs from its ")])
-def test_resume_refuses_flags_that_would_be_ignored(synthetic_cifar, tmp_path, capsys, flags, named):
+def test_resume_refuses_flags_that_would_be_ignored(synthetic_cifar, tmp_path, capsys, extra, named):
     args = ["--epochs", "3", "--batch-size", "16", "--val-size", "64", "--device", "cpu", "--data-dir",
             str(synthetic_cifar), "--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard"]
-    assert train(cli.parse(TrainConfig, PROG, "", args), _StopAtOnce()).interrupted  # saved after one step
+    assert train(flags.parse(TrainConfig, PROG, "", args), _StopAtOnce()).interrupted  # saved after one step
     saved = last_path(tmp_path / "m.pth").read_bytes()
     resume = ["--resume", "--checkpoint", str(tmp_path / "m.pth"), "--data-dir", str(synthetic_cifar)]
-    code = cli.run(TrainConfig, main, PROG, "", [*resume, *flags])
+    code = flags.run(TrainConfig, main, PROG, "", [*resume, *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and named in err, err
     assert last_path(tmp_path / "m.pth").read_bytes() == saved

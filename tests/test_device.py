@@ -7,7 +7,7 @@ import pytest
 
 FAULTS_PER_STEP = """
 import resource, sys, torch
-from alexnet_perf.runtime import keep_freed_memory
+from alexnet_perf.device import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 def step():
     torch.ones(64 * 2**20, dtype=torch.uint8)  # a batch-512 activation's size, written, then freed
@@ -45,7 +45,7 @@ def test_gpus_with_only_emulated_bf16_train_in_fp16(monkeypatch):
     import torch
 
     from alexnet_perf.backends import BackendUnavailable, _autocast_dtype
-    from alexnet_perf.runtime import amp_dtype
+    from alexnet_perf.device import amp_dtype
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_perf import cli
+from alexnet_perf import flags
 
 from conftest import benchmark_script
 
@@ -42,7 +42,7 @@ def test_help_lists_every_option_with_its_default(module):
     for f in dataclasses.fields(defaults):
         if f.metadata.get("positional"):
             continue
-        assert cli.flag(f.name) in help_text, f.name
+        assert flags.flag(f.name) in help_text, f.name
         assert f"(default: {getattr(defaults, f.name)})" in help_text, f.name
 
 
@@ -103,7 +103,7 @@ def test_commands_drop_only_torchs_no_cuda_runtime_notice():
     handler.emit = lambda record: seen.append(record.getMessage())
     logger.addHandler(handler)
     try:
-        assert cli.run(dataclasses.make_dataclass("Nothing", []), lambda cfg: 0, "prog", "", []) == 0
+        assert flags.run(dataclasses.make_dataclass("Nothing", []), lambda cfg: 0, "prog", "", []) == 0
         logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local/cuda")
         logger.warning("something else")
     finally:
@@ -129,8 +129,8 @@ def test_report_writes_under_cache_by_default():
 
 def test_output_read_by_a_pipe_that_closes_early_ends_quietly():
     """`command | head`: the reader goes away while the command still prints; no traceback, status 141."""
-    script = (f"{sys.executable} -c \"import sys, dataclasses; from alexnet_perf import cli; "
-              f"sys.exit(cli.run(dataclasses.make_dataclass('N', []), "
+    script = (f"{sys.executable} -c \"import sys, dataclasses; from alexnet_perf import flags; "
+              f"sys.exit(flags.run(dataclasses.make_dataclass('N', []), "
               f"lambda cfg: [print('line', i) for i in range(100000)] and 0, 'p', '', []))\" | head -1")
     piped = subprocess.run(["bash", "-c", f"{script}; echo status ${{PIPESTATUS[0]}} >&2"],
                            capture_output=True, text=True, timeout=60)
