@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import re
+import sys
+import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import UserError
 
@@ -32,6 +37,7 @@ OPTIONAL = frozenset({AOTI_CUDA})  # written only by an export on a machine with
 METADATA_FILE = "metadata.json"  # the extra file holding the metadata in the TorchScript and torch.export archives
 PARITY_FILES = ("PARITY.md", "parity.json")  # parity's report on the set, written beside it
 SOURCE_SHA256_KEY = "source_checkpoint_sha256"
+EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript")  # their versions are recorded as exporter_versions
 
 
 @dataclass(frozen=True)
@@ -160,3 +166,62 @@ def read_source_sha256(path: str | Path) -> str:
     if SOURCE_SHA256_KEY not in meta:
         raise UserError(f"{path}: records no source checkpoint (not written by alexnet_perf.export)")
     return str(meta[SOURCE_SHA256_KEY])
+
+
+def error_reason(error: BaseException) -> str:
+    """The line of an exception's message that says what went wrong: runtimes prefix it with source locations
+    (OpenVINO: `Exception from src/inference/src/cpp/core.cpp:84:`, then `Check '...' failed at ...:`), which
+    are skipped; a line ending in a colon gets the line after it."""
+    location = re.compile(r"^(Exception from |Check .* failed at )?\S+\.(cpp|cc|h|hpp|c):\d+:?$")
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not location.match(ln)] or lines
+    if not lines:
+        return type(error).__name__
+    reason = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")
+    return reason[:300]
+
+
+@contextlib.contextmanager
+def runtime_output_held() -> Iterator[None]:
+    """Hold what the runtimes print while an artifact loads: Python log records (torch.export logs a whole
+    traceback before raising on a damaged .pt2) are dropped, and what native code writes to stderr (OpenVINO's
+    frontends log each parser they try on a damaged file) is kept back, then shown if the load succeeds and dropped
+    if it fails, where the one-line UserError that follows says what went wrong."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                if not failed:
+                    held.seek(0)
+                    os.write(2, held.read())
+    finally:
+        os.close(saved)
+        logging.disable(previous)
+
+
+def load_artifact(path: str | Path, load: Callable[[str], Any]) -> Any:
+    """load(path) for an exported file; a missing one, an ONNX file whose external data lies outside its folder,
+    or one its runtime cannot read, is a UserError naming it.
+
+    The runtimes raise whatever their parsers meet in a damaged file (RuntimeError, protobuf and zip errors, ONNX
+    Runtime's own classes), so any exception of the load itself is taken as a damaged file."""
+    path = existing_artifact(path)
+    if path.suffix == ".onnx":
+        check_external_data(path)
+    try:
+        with runtime_output_held():
+            return load(str(path))
+    except Exception as e:
+        raise UserError(f"{path}: damaged or not loadable ({error_reason(e)})") from None

@@ -217,6 +217,12 @@ def _write_cache(path: Path, data: Cifar10) -> None:
         pass
 
 
+def random_images(n: int, seed: int = 0) -> np.ndarray:
+    """n uint8 CIFAR-shaped images (N, 3, 32, 32) of uniformly random pixels, the same for the same seed: inputs
+    where what matters is the cost (a network's does not depend on the pixels) or agreement beyond the test set."""
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+
+
 def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int):
     """The seed's split: the first N - val_size images train, the last val_size validate (val_size 0: no val)."""
     if not 0 <= val_size < len(images):

@@ -28,13 +28,14 @@ import torch
 from torch import nn
 
 from . import flags
-from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INPUT_NAME, INPUT_SHAPE, INT8, METADATA_FILE,
-                        ONNX, OUTPUT_NAME, PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths,
+from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, EXPORTER_PACKAGES, FILES, INPUT_NAME, INPUT_SHAPE, INT8,
+                        METADATA_FILE, ONNX, OUTPUT_NAME, PARITY_FILES, TORCHSCRIPT, ArtifactMetadata, artifact_paths,
                         missing_artifacts, read_source_sha256, torchscript_deprecation_silenced)
 from .atomic import check_writable_dir, claim_output, os_error_in, write_atomic, write_failure
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import CLASSES, DATA_DIR_HELP, load_cifar10, normalize, preprocessing
 from .errors import UserError
+from .records import versions
 
 OPSET = 18
 EXAMPLE_BATCH = 2  # ≥ 2, so that the exporters keep the batch axis symbolic instead of specialising it to 1
@@ -57,19 +58,11 @@ class ExportConfig:
                                     "tolerance)")
 
 
-def exporter_versions() -> dict[str, str]:
-    """The versions of the packages that write the artifacts."""
-    import onnx
-    import onnxscript
-
-    return {"torch": str(torch.__version__), "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
-
-
 def metadata(checkpoint: str | Path, ckpt: dict[str, Any]) -> ArtifactMetadata:
     """What every artifact records: classes, preprocessing, source checkpoint and its sha256, exporter versions."""
     return ArtifactMetadata(classes=list(ckpt.get("classes", CLASSES)), preprocessing=preprocessing(),
                             source_checkpoint=Path(checkpoint).name, source_checkpoint_sha256=sha256_file(checkpoint),
-                            source_epoch=str(ckpt.get("epoch")), exporter_versions=exporter_versions())
+                            source_epoch=str(ckpt.get("epoch")), exporter_versions=versions(EXPORTER_PACKAGES))
 
 
 def _example() -> torch.Tensor:

@@ -16,26 +16,25 @@ PARITY.md.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from . import flags
 from .artifacts import FILES, OPTIONAL, check_artifact_set, read_source_sha256
 from .atomic import check_writable_dir, claim_output, write_text_atomic
-from .backends import REFERENCE, Backend, BackendSpec, BackendUnavailable, backend_specs, create_backend
+from .backend_base import Backend, BackendUnavailable
+from .backends import REFERENCE, BackendSpec, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
-from .data import DATA_DIR_HELP, load_cifar10, normalize
-from .errors import UserError
-from .records import from_dict, machine_description, read_json
+from .data import DATA_DIR_HELP, load_cifar10, normalize, random_images
+from .records import (PARITY_PROG, Inputs, OnRandomImages, OnTestImages, ParityReport, ParityRow, Reference, Tolerances,
+                      machine_description, versions)
 
-PROG = "python -m alexnet_perf.parity"
+PROG = PARITY_PROG
+PARITY_PACKAGES = ("torch", "numpy", "onnx", "onnxscript", "onnxruntime", "openvino")  # the versions a report records
 BATCH_SIZES = (1, 256)
 RANDOM_SEED = 0
 FP32_TOP1_AGREEMENT = 1.0  # fp32 backends must predict the reference's class on every input
@@ -61,109 +60,6 @@ class ParityConfig:
                                                 "(bf16, int8) must predict the reference's class, in percent: a model "
                                                 "computing something else can keep the accuracy, not the predictions",
                                           at_least=0, at_most=100)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A backend's logits against the reference's for the same inputs."""
-
-    max_abs_diff: float
-    mean_abs_diff: float
-    top1_agreement: float  # share of inputs on which both predict the same class
-
-
-@dataclass(frozen=True)
-class OnTestImages(Comparison):
-    """On the test images: the comparison, and both accuracies."""
-
-    images: int
-    accuracy: float
-    reference_accuracy: float
-    accuracy_delta_pp: float
-
-
-@dataclass(frozen=True)
-class OnRandomImages(Comparison):
-    """On the random-pixel images."""
-
-    inputs: int
-
-
-@dataclass(frozen=True)
-class ParityRow:
-    """One backend at one batch size; batch_size None when it did not run (skipped, or failed before running)."""
-
-    backend: str
-    precision: str
-    device: str
-    status: str  # reference | pass | fail | skipped
-    batch_size: int | None = None
-    artifact: str | None = None  # the file it loads, None for the PyTorch backends running the checkpoint
-    reason: str = ""  # why it was skipped
-    failures: list[str] = field(default_factory=list)  # why it failed
-    seconds: float | None = None
-    test: OnTestImages | None = None
-    random: OnRandomImages | None = None
-
-
-@dataclass(frozen=True)
-class Reference:
-    backend: str
-    device: str
-    batch_size: int
-    test_accuracy: float
-
-
-@dataclass(frozen=True)
-class Inputs:
-    test_images: int
-    batch1_test_images: int
-    random_inputs: int
-    random_seed: int
-    batch_sizes: list[int]
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    fp32_atol: float
-    fp32_top1_agreement: float
-    accuracy_delta_pp: float  # reduced precision (bf16, int8)
-    min_top1_agreement: float  # reduced precision, on the test images
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    """parity.json: written by parity, read back by report (ParityReport.read)."""
-
-    date: str
-    machine: str
-    command: str
-    versions: dict[str, str]
-    checkpoint: str
-    checkpoint_sha256: str
-    exports: str
-    reference: Reference
-    inputs: Inputs
-    tolerances: Tolerances
-    results: list[ParityRow]
-    passed: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str | Path = "parity.json") -> ParityReport:
-        """The report from its JSON form; a UserError naming the first bad field."""
-        try:
-            return from_dict(cls, data)
-        except ValueError as e:
-            raise UserError(f"{source}: not a parity report of this version ({e}; rerun `{PROG}`)") from None
-
-    @classmethod
-    def read(cls, path: str | Path) -> ParityReport:
-        """parity.json at path; a missing, unreadable or malformed file is a UserError."""
-        data = read_json(path, f"parity report not found: {path} (write it with `{PROG}`)", kind="parity report")
-        return cls.from_dict(data, path)
 
 
 def run_logits(backend: Backend, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -206,25 +102,6 @@ def verdict(precision: str, test: OnTestImages, random: OnRandomImages, cfg: Par
             failures.append(f"{inputs} inputs: top-1 agreement {100 * figures.top1_agreement:.2f}% < "
                             f"{100 * FP32_TOP1_AGREEMENT:.0f}%")
     return failures
-
-
-def openvino_version() -> str:
-    """OpenVINO's version, or why there is none (its backends are then skipped)."""
-    try:
-        import openvino
-    except ImportError:
-        return "not installed"
-    return openvino.__version__
-
-
-def versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import onnxscript
-
-    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
-            "onnx": onnx.__version__, "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__,
-            "openvino": openvino_version()}
 
 
 def source_mismatch(spec: BackendSpec, exports: Path, checkpoint: str, sha256: str) -> str | None:
@@ -301,15 +178,15 @@ def run_parity(cfg: ParityConfig, command: str) -> ParityReport:
     sha256 = sha256_file(cfg.checkpoint)
     cifar = load_cifar10(cfg.data_dir, download=cfg.download)
     test = normalize(torch.from_numpy(cifar.test_images), channels_last=False)
-    noise = np.random.default_rng(RANDOM_SEED).integers(0, 256, (cfg.random_inputs, *test.shape[1:]), dtype=np.uint8)
-    random = normalize(torch.from_numpy(noise), channels_last=False)
+    random = normalize(torch.from_numpy(random_images(cfg.random_inputs, RANDOM_SEED)), channels_last=False)
     reference = create_backend(REFERENCE["cpu"], model, cfg.exports)
     data = FedInputs(test, torch.from_numpy(cifar.test_labels), random,
                    run_logits(reference, test, max(BATCH_SIZES)), run_logits(reference, random, max(BATCH_SIZES)))
     rows = [row for spec in backend_specs() for row in check_backend(spec, model, cfg, sha256, data)]
     return ParityReport(
         date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), machine=machine_description(), command=command,
-        versions=versions(), checkpoint=str(cfg.checkpoint), checkpoint_sha256=sha256, exports=str(cfg.exports),
+        versions=versions(PARITY_PACKAGES), checkpoint=str(cfg.checkpoint), checkpoint_sha256=sha256,
+        exports=str(cfg.exports),
         reference=Reference(reference.name, str(reference.device), max(BATCH_SIZES),
                             accuracy(data.reference_test, data.labels)),
         inputs=Inputs(len(test), min(cfg.batch1_images, len(test)), cfg.random_inputs, RANDOM_SEED, list(BATCH_SIZES)),

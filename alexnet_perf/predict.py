@@ -31,7 +31,8 @@ from torch import nn
 
 from . import flags
 from .atomic import write_text_atomic
-from .backends import REFERENCE, WARMUP_CALLS, Backend, backend_spec, backend_specs, create_backend
+from .backend_base import WARMUP_CALLS, Backend
+from .backends import REFERENCE, backend_spec, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, normalize
 from .errors import UserError
@@ -157,7 +158,7 @@ class PredictResult:
 
 
 def timed_logits(backend: Backend, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """backend(x) and the seconds it took, after backends.WARMUP_CALLS untimed calls (compilation, first-run set-up,
+    """backend(x) and the seconds it took, after WARMUP_CALLS untimed calls (compilation, first-run set-up,
     CUDA-graph recording)."""
     for _ in range(WARMUP_CALLS):
         backend(x)

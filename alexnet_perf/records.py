@@ -1,16 +1,18 @@
-"""Results files: the typed records their producers write and their readers load back, the checks that an output
-path can be written, and benchmarks/RESULTS.md bookkeeping (each producer owns one marked section)."""
+"""The records the measuring commands write and read back: benchmark cases (CaseInfo, TimedArtifacts, in a
+pytest-benchmark JSON), parity's report (ParityReport, parity.json), their JSON conversion, the machine and package
+versions they were measured with, and benchmarks/RESULTS.md bookkeeping (each producer owns one marked section)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import platform
 import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +20,7 @@ from .atomic import write_text_atomic
 from .errors import UserError
 
 T = TypeVar("T")
+PARITY_PROG = "python -m alexnet_perf.parity"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,110 @@ class TimedArtifacts:
     checkpoint_sha256: str | None  # of the checkpoint every artifact was exported from (None: random or mixed)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A backend's logits against the reference's for the same inputs."""
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float  # share of inputs on which both predict the same class
+
+
+@dataclass(frozen=True)
+class OnTestImages(Comparison):
+    """On the test images: the comparison, and both accuracies."""
+
+    images: int
+    accuracy: float
+    reference_accuracy: float
+    accuracy_delta_pp: float
+
+
+@dataclass(frozen=True)
+class OnRandomImages(Comparison):
+    """On the random-pixel images."""
+
+    inputs: int
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    """One backend at one batch size; batch_size None when it did not run (skipped, or failed before running)."""
+
+    backend: str
+    precision: str
+    device: str
+    status: str  # reference | pass | fail | skipped
+    batch_size: int | None = None
+    artifact: str | None = None  # the file it loads, None for the PyTorch backends running the checkpoint
+    reason: str = ""  # why it was skipped
+    failures: list[str] = field(default_factory=list)  # why it failed
+    seconds: float | None = None
+    test: OnTestImages | None = None
+    random: OnRandomImages | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    backend: str
+    device: str
+    batch_size: int
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class Inputs:
+    test_images: int
+    batch1_test_images: int
+    random_inputs: int
+    random_seed: int
+    batch_sizes: list[int]
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    fp32_atol: float
+    fp32_top1_agreement: float
+    accuracy_delta_pp: float  # reduced precision (bf16, int8)
+    min_top1_agreement: float  # reduced precision, on the test images
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """parity.json: written by parity, read back by report (ParityReport.read)."""
+
+    date: str
+    machine: str
+    command: str
+    versions: dict[str, str]
+    checkpoint: str
+    checkpoint_sha256: str
+    exports: str
+    reference: Reference
+    inputs: Inputs
+    tolerances: Tolerances
+    results: list[ParityRow]
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = "parity.json") -> ParityReport:
+        """The report from its JSON form; a UserError naming the first bad field."""
+        try:
+            return from_dict(cls, data)
+        except ValueError as e:
+            raise UserError(f"{source}: not a parity report of this version ({e}; rerun `{PARITY_PROG}`)") from None
+
+    @classmethod
+    def read(cls, path: str | Path) -> ParityReport:
+        """parity.json at path; a missing, unreadable or malformed file is a UserError."""
+        data = read_json(path, f"parity report not found: {path} (write it with `{PARITY_PROG}`)",
+                         kind="parity report")
+        return cls.from_dict(data, path)
+
+
 def _convert(hint: Any, value: Any, where: str) -> Any:
     """value checked against the type hint (dataclasses, lists, dicts, optionals, str/int/float/bool)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -78,11 +185,11 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise ValueError(f"{where or cls.__name__} is {type(data).__name__}, expected an object")
     hints = typing.get_type_hints(cls)
     values = {}
-    for field in dataclasses.fields(cls):
-        path = f"{where}.{field.name}" if where else field.name
-        if field.name in data:
-            values[field.name] = _convert(hints[field.name], data[field.name], path)
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+    for member in dataclasses.fields(cls):
+        path = f"{where}.{member.name}" if where else member.name
+        if member.name in data:
+            values[member.name] = _convert(hints[member.name], data[member.name], path)
+        elif member.default is dataclasses.MISSING and member.default_factory is dataclasses.MISSING:
             raise ValueError(f"{path} is missing")
     return cls(**values)
 
@@ -120,6 +227,18 @@ def machine_description() -> str:
     except ImportError:
         pass
     return text
+
+
+def versions(modules: tuple[str, ...]) -> dict[str, str]:
+    """Python's version and each module's (`not installed` for one that cannot be imported): what a record was
+    made with."""
+    found = {"python": platform.python_version()}
+    for name in modules:
+        try:
+            found[name] = str(importlib.import_module(name).__version__)
+        except ImportError:
+            found[name] = "not installed"
+    return found
 
 
 LOCAL_RESULTS = ".cache/results/RESULTS.md"

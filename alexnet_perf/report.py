@@ -2,7 +2,7 @@
 
 Reads what `pytest benchmarks/ --benchmark-only --benchmark-json=PATH` wrote (each case's extra_info is a
 records.CaseInfo: backend, device, precision, threads, batch size and ms per sample), and exports/parity.json (a
-parity.ParityReport) when it describes the artifacts that were timed, so that accuracy stands next to latency.
+records.ParityReport) when it describes the artifacts that were timed, so that accuracy stands next to latency.
 Writes a PNG of ms/sample against batch size (one line per backend, log scales) and replaces its own marked section
 of RESULTS.md, leaving the others alone. Output paths are checked before anything is read or drawn.
 """
@@ -21,8 +21,7 @@ from typing import Any
 from . import flags
 from .atomic import check_writable, write_atomic
 from .errors import UserError
-from .parity import ParityReport
-from .records import LOCAL_RESULTS, CaseInfo, TimedArtifacts, from_dict, read_json, update_section
+from .records import LOCAL_RESULTS, CaseInfo, ParityReport, TimedArtifacts, from_dict, read_json, update_section
 
 PROG = "python -m alexnet_perf.report"
 _TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import shlex
 import time
 from dataclasses import asdict, replace
@@ -29,24 +28,19 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_perf.artifacts import (AOTI_CPU, AOTI_CUDA, FILES, ONNX, ArtifactMetadata, missing_artifacts,
-                                    present_artifacts, read_source_sha256)
-from alexnet_perf.backends import WARMUP_CALLS as BACKEND_WARMUP_CALLS
-from alexnet_perf.data import CLASSES, normalize, preprocessing
+from alexnet_perf.artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTER_PACKAGES, FILES, ONNX, ArtifactMetadata,
+                                    missing_artifacts, present_artifacts, read_source_sha256)
+from alexnet_perf.backend_base import WARMUP_CALLS as BACKEND_WARMUP_CALLS
+from alexnet_perf.data import CLASSES, normalize, preprocessing, random_images
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
-from alexnet_perf.records import CaseInfo, TimedArtifacts, machine_description
+from alexnet_perf.records import CaseInfo, TimedArtifacts, machine_description, versions
 
 EXPORTS = Path(__file__).resolve().parent.parent / "exports"
 CALIBRATION_IMAGES = 128  # a stand-in export calibrates on random pixels: the INT8 graph costs the same
 WARMUP_CALLS = BACKEND_WARMUP_CALLS + 1  # untimed: the backend's own warm-up, then one call that sizes the rounds
 MAX_ROUNDS = 100  # more calls than this per case are grouped into iterations of one round
 ARTIFACTS_KEY = pytest.StashKey[dict]()
-
-
-def random_images(n: int, seed: int = 0) -> np.ndarray:
-    """n uint8 CIFAR-shaped images of uniformly random pixels (a network's cost does not depend on the pixels)."""
-    return np.random.default_rng(seed).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
 
 
 def random_batch(batch_size: int, device: torch.device) -> torch.Tensor:
@@ -56,11 +50,10 @@ def random_batch(batch_size: int, device: torch.device) -> torch.Tensor:
 
 def stand_in_metadata() -> ArtifactMetadata:
     """The metadata of an export of the randomly initialised network."""
-    from alexnet_perf.export import exporter_versions
-
     return ArtifactMetadata(classes=list(CLASSES), preprocessing=preprocessing(),
                             source_checkpoint="randomly initialised AlexNetCifar (benchmark stand-in)",
-                            source_checkpoint_sha256="", source_epoch="", exporter_versions=exporter_versions())
+                            source_checkpoint_sha256="", source_epoch="",
+                            exporter_versions=versions(EXPORTER_PACKAGES))
 
 
 def export_random_network(model: torch.nn.Module, folder: Path) -> None:
@@ -253,18 +246,8 @@ class SuiteRecorder:
                                  "reason": str(report.longrepr[2]).removeprefix("Skipped: ")})
 
     def pytest_benchmark_update_machine_info(self, config: pytest.Config, machine_info: dict) -> None:
-        from alexnet_perf.parity import openvino_version
-
-        try:
-            import onnxruntime
-
-            ort_version = onnxruntime.__version__
-        except ImportError:
-            ort_version = "not installed"
         machine_info["description"] = machine_description()
-        machine_info["versions"] = {"python": platform.python_version(), "torch": str(torch.__version__),
-                                    "onnxruntime": ort_version, "openvino": openvino_version(),
-                                    "numpy": np.__version__}
+        machine_info["versions"] = versions(("torch", "onnxruntime", "openvino", "numpy"))
         machine_info["torch_threads"] = torch.get_num_threads()
 
     def pytest_benchmark_update_json(self, config: pytest.Config, benchmarks: list, output_json: dict) -> None:

@@ -2,7 +2,7 @@
 
     python benchmarks/profile_inference.py [--precision int8] [--batch-size 1] [--exports exports]
 
-Compiles the exported ONNX file exactly as backends.openvino_backend does (same precision hint, performance hint and
+Compiles the exported ONNX file exactly as onnx_backends.openvino_backend does (same precision hint, performance hint and
 threads) plus PERF_COUNT, runs the batch, and sums each operator type's real time over --calls calls. Prints the
 table and the mean time per call, and writes the table as a marked section of benchmarks/RESULTS.md (key
 `inference-profile-PRECISION-bBATCH`). Time it on a quiet machine.
@@ -20,7 +20,8 @@ import torch
 
 from alexnet_perf import flags
 from alexnet_perf.artifacts import FILES, INT8, ONNX
-from alexnet_perf.backends import load_artifact, openvino_config
+from alexnet_perf.artifacts import load_artifact
+from alexnet_perf.onnx_backends import openvino_config
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
 
 PROG = "python benchmarks/profile_inference.py"

@@ -31,6 +31,7 @@ from torch.autograd.profiler_util import FunctionEvent
 
 from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
+from alexnet_perf.data import random_images
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
@@ -170,8 +171,7 @@ def build_variant(v: Variant, batch_size: int, reuse_freed_memory: bool = True
     cfg = TrainConfig(RECIPE, batch_size=batch_size, compile=v.compile, amp=v.amp, channels_last=v.channels_last,
                       device="cpu", val_size=0, tensorboard=False, low_res_epochs=0,  # full-size images
                       reuse_freed_memory=reuse_freed_memory)
-    images = np.random.default_rng(0).integers(0, 256, (batch_size, 3, 32, 32), dtype=np.uint8)
-    t = build_training(cfg, (images, np.arange(batch_size) % 10))
+    t = build_training(cfg, (random_images(batch_size), np.arange(batch_size) % 10))
     x, y = next(iter(t.train_loader.epoch(0)))
     return t, x, y
 

@@ -17,7 +17,8 @@ import pytest
 from torch import nn
 
 from alexnet_perf.artifacts import INPUT_SHAPE
-from alexnet_perf.backends import REFERENCE, BackendSpec, BackendUnavailable, backend_spec, backend_specs
+from alexnet_perf.backend_base import BackendUnavailable
+from alexnet_perf.backends import REFERENCE, BackendSpec, backend_spec, backend_specs
 from alexnet_perf.device import synchronize
 
 BATCH_SIZES = (1, 128, 1024)

@@ -44,7 +44,8 @@ def test_gpus_with_only_emulated_bf16_train_in_fp16(monkeypatch):
     support only: such a GPU must get fp16 with a GradScaler, and the bf16 inference backends must be refused."""
     import torch
 
-    from alexnet_perf.backends import BackendUnavailable, _autocast_dtype
+    from alexnet_perf.backend_base import BackendUnavailable
+    from alexnet_perf.torch_backends import _autocast_dtype
     from alexnet_perf.device import amp_dtype
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)

@@ -19,7 +19,8 @@ from alexnet_perf.artifacts import AOTI_CUDA, FILES, INT8, SOURCE_SHA256_KEY
 from alexnet_perf.atomic import claim_output
 from alexnet_perf.backends import backend_specs
 from alexnet_perf.errors import UserError
-from alexnet_perf.parity import ParityConfig, ParityReport
+from alexnet_perf.parity import ParityConfig
+from alexnet_perf.records import ParityReport
 
 REGISTRY = {s.name for s in backend_specs()}
 CPU = {s.name for s in backend_specs("cpu")}

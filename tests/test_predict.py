@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from alexnet_perf import flags, predict
-from alexnet_perf.backends import Backend, BackendUnavailable, backend_spec, backend_specs
+from alexnet_perf.backend_base import Backend, BackendUnavailable
+from alexnet_perf.backends import backend_spec, backend_specs
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import CLASSES, normalize, read_batch
 from alexnet_perf.errors import UserError

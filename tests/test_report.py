@@ -13,10 +13,10 @@ import pytest
 
 from alexnet_perf import flags, parity
 from alexnet_perf.backends import backend_specs
-from alexnet_perf.parity import (Inputs, OnRandomImages, OnTestImages, ParityConfig, ParityReport, ParityRow,
-                                 Reference, Tolerances)
+from alexnet_perf.parity import ParityConfig
+from alexnet_perf.records import (CaseInfo, Inputs, OnRandomImages, OnTestImages, ParityReport, ParityRow, Reference,
+                                  Tolerances)
 from alexnet_perf.report import PROG, ReportConfig, main
-from alexnet_perf.records import CaseInfo
 
 SHA = "ab" * 32
 REPO = Path(__file__).resolve().parent.parent
