@@ -17,6 +17,7 @@ from torch import nn
 
 from .artifacts import AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, FILES, INT8, ONNX, OPTIONAL, TORCHSCRIPT
 from .backend_base import Backend, BackendUnavailable, target_device
+from .device import TORCH_VARIANTS, TorchVariant
 from .errors import UserError
 from .onnx_backends import openvino_backend, ort_backend
 from .torch_backends import (aoti_backend, compiled_backend, eager_backend, exported_program_backend,
@@ -75,13 +76,14 @@ def _torch_specs(device: str) -> list[BackendSpec]:
     """PyTorch on device: eager fp32 (parity's reference), eager and compiled bf16 + channels-last, and on a GPU
     the compiled one again with CUDA graphs."""
     suffix = "-cuda" if device == "cuda" else ""
-    specs = [
-        BackendSpec(f"eager-fp32{suffix}", device, "fp32", lambda m, e: eager_backend(m, device)),
-        BackendSpec(f"eager-bf16-channels-last{suffix}", device, "bf16",
-                    lambda m, e: eager_backend(m, device, precision="bf16", channels_last=True)),
-        BackendSpec(f"compiled-bf16-channels-last{suffix}", device, "bf16",
-                    lambda m, e: compiled_backend(m, device, precision="bf16", channels_last=True)),
-    ]
+
+    def spec(variant: TorchVariant) -> BackendSpec:
+        precision = "bf16" if variant.amp else "fp32"
+        make = compiled_backend if variant.compiled else eager_backend
+        return BackendSpec(variant.name(precision) + suffix, device, precision, lambda m, e: make(
+            m, device, precision=precision, channels_last=variant.channels_last))
+
+    specs = [spec(variant) for variant in TORCH_VARIANTS]
     if device == "cuda":
         specs.append(BackendSpec("cuda-graphs-bf16-channels-last-cuda", device, "bf16", lambda m, e: compiled_backend(
             m, device, precision="bf16", channels_last=True, cuda_graphs=True)))

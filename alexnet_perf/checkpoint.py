@@ -130,7 +130,7 @@ def training_checkpoint(t: Training, metrics: dict[str, Any]) -> dict[str, Any]:
     p = t.progress
     return {"format": FORMAT, "arch": "AlexNetCifar", "num_classes": len(CLASSES), "classes": list(CLASSES),
             "preprocessing": preprocessing(),
-            "model_state_dict": t.kept.state_dict(), "train_state_dict": t.model.state_dict() if t.ema else None,
+            "model_state_dict": t.evaluated_model.state_dict(), "train_state_dict": t.model.state_dict() if t.ema else None,
             "optimizer_state_dict": t.optimizer.state_dict(),
             "scheduler_state_dict": t.scheduler.state_dict(), "scaler_state_dict": t.scaler.state_dict(),
             "rng": {"cpu": torch.get_rng_state(),

@@ -1,4 +1,6 @@
-"""Device, precision and seeding choices shared by training, evaluation and benchmarks."""
+"""How the network runs, shared by training, evaluation, the backends and the benchmarks: the device, the precision
+(one vocabulary everywhere: fp32, bf16, fp16, and int8 for the quantised backends), the PyTorch variants (eager or
+compiled, precision, memory layout), seeding and TF32."""
 
 from __future__ import annotations
 
@@ -6,11 +8,34 @@ import contextlib
 import ctypes
 import ctypes.util
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .errors import UserError
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # precision → autocast dtype
+
+
+@dataclass(frozen=True)
+class TorchVariant:
+    """How PyTorch runs the network: eager or torch.compile'd, fp32 or mixed precision (autocast), NCHW or
+    channels-last. The training step benchmarks and the PyTorch inference backends use the same variants."""
+
+    compiled: bool
+    amp: bool
+    channels_last: bool
+
+    def name(self, precision: str) -> str:
+        """e.g. eager-fp32, compiled-bf16-channels-last; precision: what amp runs in on the device."""
+        return (("compiled" if self.compiled else "eager") + f"-{precision if self.amp else 'fp32'}"
+                + ("-channels-last" if self.channels_last else ""))
+
+
+TORCH_VARIANTS = (TorchVariant(compiled=False, amp=False, channels_last=False),  # the reference: eager fp32
+                  TorchVariant(compiled=False, amp=True, channels_last=True),
+                  TorchVariant(compiled=True, amp=True, channels_last=True))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -32,17 +57,19 @@ def cuda_has_bf16() -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """Autocast precision: bf16 on CPUs and on GPUs with native bf16, fp16 (with a GradScaler) on older GPUs."""
+def amp_precision(device: torch.device, enabled: bool) -> str:
+    """Mixed precision's pick when enabled: bf16 on CPUs and on GPUs with native bf16, fp16 (with a GradScaler) on
+    older GPUs; fp32 when not enabled."""
     if not enabled:
-        return None
+        return "fp32"
     if device.type == "cuda" and not cuda_has_bf16():
-        return torch.float16
-    return torch.bfloat16
+        return "fp16"
+    return "bf16"
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """torch.autocast when dtype is set, else a no-op context."""
+def autocast(device: torch.device, precision: str):
+    """torch.autocast to the precision's dtype, or a no-op context for fp32."""
+    dtype = AUTOCAST_DTYPES[precision]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

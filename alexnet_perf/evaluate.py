@@ -18,7 +18,7 @@ from .atomic import check_writable, write_atomic, write_text_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10
 from .errors import UserError
-from .device import amp_dtype, autocast, resolve_device, set_tf32, synchronize
+from .device import amp_precision, autocast, resolve_device, set_tf32, synchronize
 
 EVAL_BATCH_SIZE = 500  # test and validation passes: large enough to amortise per-call overhead, small in memory
 
@@ -54,7 +54,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, tta: bool = False) -> torch
 
 
 @torch.no_grad()
-def evaluate_model(model: torch.nn.Module, loader: DeviceLoader, precision: torch.dtype | None = None,
+def evaluate_model(model: torch.nn.Module, loader: DeviceLoader, precision: str = "fp32",
                    label_smoothing: float = 0.0, tta: bool = False, num_classes: int = 10) -> EvalMetrics:
     """Score model (in eval mode) on every sample of loader; the time includes preprocessing on the device. Nothing
     is read back to the host until the pass ends, so a GPU is never waited for between batches."""
@@ -190,7 +190,7 @@ def score_model(model: torch.nn.Module, ckpt: dict[str, Any], source: str, image
     recipe_uses_tta = checkpoint_tta(ckpt, source)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     loader = DeviceLoader(images, labels, batch_size, device, channels_last=channels_last)
-    precision = amp_dtype(device, amp)
+    precision = amp_precision(device, amp)
     set_tf32(False)  # fp32 means fp32 on GPUs too (cuDNN's default would run the convolutions in TF32)
     plain = evaluate_model(model, loader, precision, label_smoothing=label_smoothing, num_classes=len(CLASSES))
     with_tta = None
@@ -198,7 +198,7 @@ def score_model(model: torch.nn.Module, ckpt: dict[str, Any], source: str, image
         with_tta = snapshot(evaluate_model(model, loader, precision, label_smoothing=label_smoothing, tta=True,
                                            num_classes=len(CLASSES)))
     return snapshot(plain, checkpoint=source, device=str(device), batch_size=batch_size,
-                    precision=str(precision or torch.float32).removeprefix("torch."), tf32=False,
+                    precision=precision, tf32=False,
                     loss_label_smoothing=label_smoothing, epoch=ckpt.get("epoch"), recipe_uses_tta=recipe_uses_tta,
                     tta=with_tta)
 

@@ -31,7 +31,7 @@ class CaseInfo:
     kind: str  # inference or training
     backend: str
     device: str
-    dtype: str
+    precision: str  # fp32, bf16, fp16 or int8
     threads: int | None  # host threads doing the work (None on a GPU)
     batch_size: int
     reference: bool  # the speed-up baseline of its kind on its device type (PyTorch eager fp32)

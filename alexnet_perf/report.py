@@ -120,7 +120,7 @@ def _ms(v: float) -> str:
 
 def _table(entries: list[CaseInfo], ups: dict[CaseInfo, float], accuracies: dict[tuple, float] | None,
            unit: str, flops: float | None) -> list[str]:
-    head = f"| batch | backend | device | dtype | threads | ms/{unit} | {unit}s/s | speed-up vs eager fp32 |"
+    head = f"| batch | backend | device | precision | threads | ms/{unit} | {unit}s/s | speed-up vs eager fp32 |"
     rule = "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"
     if flops:
         head, rule = head + " GFLOP/s |", rule + " ---: |"
@@ -132,8 +132,8 @@ def _table(entries: list[CaseInfo], ups: dict[CaseInfo, float], accuracies: dict
     lines = [head, rule]
     for e in sorted(entries, key=lambda e: (e.batch_size, e.device, e.ms_per_sample)):
         up = f"{ups[e]:.2f}×" if e in ups else "—"
-        dtype = f"{e.dtype} (TF32)" if e.tf32 else e.dtype
-        row = (f"| {e.batch_size} | {e.backend} | {e.device} | {dtype} | {e.threads if e.threads else '—'} | "
+        precision = f"{e.precision} (TF32)" if e.tf32 else e.precision
+        row = (f"| {e.batch_size} | {e.backend} | {e.device} | {precision} | {e.threads if e.threads else '—'} | "
                f"{_ms(e.ms_per_sample)} | {e.samples_per_s:,.0f} | {up} |")
         if flops:
             row += f" {flops * e.samples_per_s / 1e9:,.0f} |"

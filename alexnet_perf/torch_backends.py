@@ -17,11 +17,8 @@ from torch import nn
 
 from .artifacts import load_artifact, torchscript_deprecation_silenced
 from .backend_base import Backend, BackendUnavailable, target_device
-from .device import autocast, cuda_has_bf16
+from .device import AUTOCAST_DTYPES, TorchVariant, autocast, cuda_has_bf16
 from .errors import UserError
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # PyTorch backends' autocast dtypes
-
 
 @contextlib.contextmanager
 def exact_fp32(device: torch.device) -> Iterator[None]:
@@ -40,17 +37,17 @@ def exact_fp32(device: torch.device) -> Iterator[None]:
 
 class TorchBackend(Backend):
     """A PyTorch callable (eager or compiled module, TorchScript, torch.export module, AOTInductor package) run
-    without autograd; in fp32 (precision None) with TF32 off."""
+    without autograd, under autocast to precision (bf16, fp16), or in fp32 with TF32 off."""
 
     def __init__(self, name: str, module: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-                 precision: torch.dtype | None = None, channels_last: bool = False) -> None:
+                 precision: str = "fp32", channels_last: bool = False) -> None:
         self.name, self.module, self.device = name, module, device
         self.precision, self.channels_last = precision, channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        exact = exact_fp32(self.device) if self.precision is None else contextlib.nullcontext()
+        exact = exact_fp32(self.device) if self.precision == "fp32" else contextlib.nullcontext()
         with torch.inference_mode(), autocast(self.device, self.precision), exact:
             return self.module(x).float()
 
@@ -61,28 +58,30 @@ def _prepared(model: nn.Module, device: torch.device, channels_last: bool) -> nn
     return copy.deepcopy(model).eval().to(device, memory_format=memory_format)
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a precision name; BackendUnavailable for bf16 on a GPU without it."""
-    if precision not in PRECISIONS:
-        raise UserError(f"PyTorch backends run in {', '.join(PRECISIONS)}, not {precision!r}")
+def check_precision(precision: str, device: torch.device) -> None:
+    """UserError for a precision PyTorch backends do not run in; BackendUnavailable for bf16 on a GPU without it."""
+    if precision not in AUTOCAST_DTYPES:
+        raise UserError(f"PyTorch backends run in {', '.join(AUTOCAST_DTYPES)}, not {precision!r}")
     if precision == "bf16" and device.type == "cuda" and not cuda_has_bf16():
         raise BackendUnavailable(f"{torch.cuda.get_device_name(device)} has no native bf16 (only emulated)")
-    return PRECISIONS[precision]
 
 
-def _torch_name(kind: str, precision: str, channels_last: bool, device: torch.device) -> str:
-    """e.g. eager-fp32, compiled-bf16-channels-last; "-cuda" appended on a GPU."""
-    return (f"{kind}-{precision}" + ("-channels-last" if channels_last else "")
-            + ("-cuda" if device.type == "cuda" else ""))
+def _torch_name(compiled: bool, precision: str, channels_last: bool, device: torch.device,
+                cuda_graphs: bool = False) -> str:
+    """The variant's name (e.g. eager-fp32, compiled-bf16-channels-last, cuda-graphs-bf16-channels-last), with
+    "-cuda" appended on a GPU."""
+    name = TorchVariant(compiled, precision != "fp32", channels_last).name(precision)
+    return (name.replace("compiled", "cuda-graphs", 1) if cuda_graphs else name) + \
+        ("-cuda" if device.type == "cuda" else "")
 
 
 def eager_backend(model: nn.Module, device: torch.device | str = "cpu", *, precision: str = "fp32",
                   channels_last: bool = False) -> TorchBackend:
     """PyTorch eager; precision: fp32, or bf16/fp16 autocast; channels_last: NHWC weights and inputs."""
     device = target_device(device)
-    dtype = _autocast_dtype(precision, device)
-    return TorchBackend(_torch_name("eager", precision, channels_last, device),
-                        _prepared(model, device, channels_last), device, dtype, channels_last)
+    check_precision(precision, device)
+    return TorchBackend(_torch_name(False, precision, channels_last, device),
+                        _prepared(model, device, channels_last), device, precision, channels_last)
 
 
 def compiled_backend(model: nn.Module, device: torch.device | str = "cpu", *, precision: str = "fp32",
@@ -90,10 +89,10 @@ def compiled_backend(model: nn.Module, device: torch.device | str = "cpu", *, pr
     """torch.compile'd eager (mode reduce-overhead, which records CUDA graphs, with cuda_graphs); compilation
     happens on the first call of each shape."""
     device = target_device(device)
-    dtype = _autocast_dtype(precision, device)
+    check_precision(precision, device)
     module = torch.compile(_prepared(model, device, channels_last), mode="reduce-overhead" if cuda_graphs else None)
-    return TorchBackend(_torch_name("cuda-graphs" if cuda_graphs else "compiled", precision, channels_last, device),
-                        module, device, dtype, channels_last)
+    return TorchBackend(_torch_name(True, precision, channels_last, device, cuda_graphs), module, device, precision,
+                        channels_last)
 
 
 def torchscript_backend(path: str | Path, device: torch.device | str = "cpu") -> TorchBackend:

@@ -147,11 +147,11 @@ def finish_epoch(t: Training, log: ProgressLog, epoch_start: float) -> None:
     metrics = {"epoch": p.epoch + 1, "train_loss": p.sums["loss"] / p.sums["seen"],
                "train_accuracy": p.sums["correct"] / p.sums["seen"], "lr": last_lr(t),
                "images_per_second": p.sums["seen"] / p.sums["seconds"], "train_seconds": p.sums["seconds"]}
-    if not (_all_finite(t.model) and _all_finite(t.kept)):
+    if not (_all_finite(t.model) and _all_finite(t.evaluated_model)):
         raise _diverged(t, f"in epoch {p.epoch + 1}: the weights became non-finite")
     val: EvalMetrics | None = None
     if t.val_loader is not None:
-        val = evaluate_model(t.kept, t.val_loader, t.precision, cfg.label_smoothing, tta=cfg.tta)
+        val = evaluate_model(t.evaluated_model, t.val_loader, t.precision, cfg.label_smoothing, tta=cfg.tta)
         if not math.isfinite(val.loss):
             raise _diverged(t, f"in epoch {p.epoch + 1}: the validation loss is non-finite")
         metrics.update(val_loss=val.loss, val_accuracy=val.accuracy, val_seconds=val.seconds)

@@ -19,7 +19,7 @@ from .ema import EMA
 from .evaluate import EVAL_BATCH_SIZE
 from .whitening import whiten_first_conv
 from .model import AlexNetCifar
-from .device import amp_dtype, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
+from .device import amp_precision, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
 from .train_config import TrainConfig
 
 
@@ -87,7 +87,7 @@ class Training:
 
     cfg: TrainConfig
     device: torch.device
-    precision: torch.dtype | None
+    precision: str  # fp32, or what mixed precision runs in (bf16, fp16)
     model: nn.Module
     ema: EMA | None
     net: nn.Module  # model, or its torch.compile wrapper
@@ -100,8 +100,9 @@ class Training:
     progress: Progress
 
     @property
-    def kept(self) -> nn.Module:
-        """The weights that are validated, saved for inference and exported: the EMA's when there is one."""
+    def evaluated_model(self) -> nn.Module:
+        """The network that is validated, saved for inference and exported: the EMA copy when there is one, else
+        the trained network itself."""
         return self.ema.model if self.ema else self.model
 
     @property
@@ -165,12 +166,12 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
     steps = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, cfg.epochs, cfg.schedule, cfg.warmup_epochs))
-    precision = amp_dtype(device, cfg.amp)
+    precision = amp_precision(device, cfg.amp)
     return Training(cfg=cfg, device=device, precision=precision, model=model,
                     ema=EMA(model, cfg.ema) if cfg.ema else None,
                     net=compile_network(model, device) if cfg.compile else model, optimizer=optimizer,
                     scheduler=scheduler,
-                    scaler=torch.amp.GradScaler(device.type, enabled=precision == torch.float16),
+                    scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
                     criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
                     train_loader=train_loader, val_loader=val_loader,
                     progress=Progress(run_dir=str(Path(cfg.log_dir) / time.strftime("run_%Y%m%d-%H%M%S"))))

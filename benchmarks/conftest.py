@@ -198,7 +198,7 @@ class Measure:
         self.min_rounds = int(config.getoption("benchmark_min_rounds"))
 
     def __call__(self, run: Callable[[], object], *, kind: str, batch_size: int, backend: str,
-                 device: torch.device, dtype: str, threads: int | None, reference: bool,
+                 device: torch.device, precision: str, threads: int | None, reference: bool,
                  recipe: str | None = None, images_per_epoch: int | None = None, epochs: int | None = None,
                  tf32: bool | None = None) -> None:
         """run() must finish its work before returning (synchronise on GPUs). reference: the case is the speed-up
@@ -214,7 +214,7 @@ class Measure:
             wanted = max(self.min_rounds, math.ceil(self.max_time / call))
             iterations = math.ceil(wanted / MAX_ROUNDS)
             rounds = max(self.min_rounds, math.ceil(self.max_time / (call * iterations)))
-        case = CaseInfo(kind=kind, backend=backend, device=str(device), dtype=dtype, threads=threads,
+        case = CaseInfo(kind=kind, backend=backend, device=str(device), precision=precision, threads=threads,
                         batch_size=batch_size, reference=reference, recipe=recipe,
                         images_per_epoch=images_per_epoch, epochs=epochs, tf32=tf32)
         self.benchmark.group = f"{kind} batch {batch_size}"

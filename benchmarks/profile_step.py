@@ -32,6 +32,7 @@ from torch.autograd.profiler_util import FunctionEvent
 from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.data import random_images
+from alexnet_perf.device import TORCH_VARIANTS, TorchVariant
 from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
@@ -68,18 +69,6 @@ class ProfileConfig:
     results: bool = flags.option(True, f"rewrite the {SECTION} section of --results-file")
     results_file: str = flags.option(LOCAL_RESULTS, "markdown file holding the section (benchmarks/RESULTS.md updates "
                                                   "the project's committed figures)")
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    compile: bool
-    amp: bool
-    channels_last: bool
-
-
-VARIANTS = (Variant("eager-fp32", False, False, False), Variant("eager-bf16-channels-last", False, True, True),
-            Variant("compiled-bf16-channels-last", True, True, True))
 
 
 @dataclass
@@ -153,22 +142,22 @@ def matrix_rate(dtype: torch.dtype, n: int, reps: int) -> dict[str, float]:
 
 
 def matrix_rates(cfg: ProfileConfig) -> dict[str, dict[str, float]]:
-    """matrix_rate of bf16 and fp32, keyed by dtype name."""
-    return {str(d).removeprefix("torch."): matrix_rate(d, cfg.matrix_size, cfg.matrix_reps)
-            for d in (torch.bfloat16, torch.float32)}
+    """matrix_rate of bf16 and fp32, keyed by precision."""
+    return {name: matrix_rate(dtype, cfg.matrix_size, cfg.matrix_reps)
+            for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
 
 
 def fastest(*measurements: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Per dtype, the measurement with the higher best rate: the rate is measured before and after the steps, so
+    """Per precision, the measurement with the higher best rate: the rate is measured before and after the steps, so
     that other work on the machine during one of them does not lower it."""
-    return {dtype: max((m[dtype] for m in measurements), key=lambda r: r["best_gflops"])
-            for dtype in measurements[0]}
+    return {name: max((m[name] for m in measurements), key=lambda r: r["best_gflops"])
+            for name in measurements[0]}
 
 
-def build_variant(v: Variant, batch_size: int, reuse_freed_memory: bool = True
+def build_variant(v: TorchVariant, batch_size: int, reuse_freed_memory: bool = True
                   ) -> tuple[Training, torch.Tensor, torch.Tensor]:
     """train.py's training state for v on random images, and one batch from its loader."""
-    cfg = TrainConfig(RECIPE, batch_size=batch_size, compile=v.compile, amp=v.amp, channels_last=v.channels_last,
+    cfg = TrainConfig(RECIPE, batch_size=batch_size, compile=v.compiled, amp=v.amp, channels_last=v.channels_last,
                       device="cpu", val_size=0, tensorboard=False, low_res_epochs=0,  # full-size images
                       reuse_freed_memory=reuse_freed_memory)
     t = build_training(cfg, (random_images(batch_size), np.arange(batch_size) % 10))
@@ -291,17 +280,13 @@ def profile_steps(step: Callable[[], None], steps: int, top: int) -> StepProfile
 
 # --- command --------------------------------------------------------------------------------------------------
 
-def chosen_variants(cfg: ProfileConfig) -> list[Variant]:
-    return [v for v in VARIANTS if cfg.compiled or not v.compile]
-
-
-def precision_name(t: Training) -> str:
-    return str(t.precision or torch.float32).removeprefix("torch.")
+def chosen_variants(cfg: ProfileConfig) -> list[TorchVariant]:
+    return [v for v in TORCH_VARIANTS if cfg.compiled or not v.compiled]
 
 
 def measure_variants(cfg: ProfileConfig, flops: float) -> list[VariantResult]:
     """Build and warm every variant, time them alternating, then profile each."""
-    built = {v.name: build_variant(v, cfg.batch_size, cfg.reuse_freed_memory) for v in chosen_variants(cfg)}
+    built = {v.name("bf16"): build_variant(v, cfg.batch_size, cfg.reuse_freed_memory) for v in chosen_variants(cfg)}
     steps = {name: step_fn(*parts) for name, parts in built.items()}
     for name, step in steps.items():
         print(f"warming up {name} ({cfg.warmup} steps)", flush=True)
@@ -312,9 +297,8 @@ def measure_variants(cfg: ProfileConfig, flops: float) -> list[VariantResult]:
     results = []
     for name, (t, _, _) in built.items():
         ms = statistics.median(times[name])
-        precision = precision_name(t)
         gflops = flops * cfg.batch_size / ms / 1e6
-        results.append(VariantResult(name=name, precision=precision, ms_per_step=ms,
+        results.append(VariantResult(name=name, precision=t.precision, ms_per_step=ms,
                                      images_per_s=1000 * cfg.batch_size / ms, gflops=gflops,
                                      step_times_ms=times[name], kernel_ms_per_step=kernel[name],
                                      profile=profiles[name]))
@@ -351,7 +335,7 @@ def run_profile(cfg: ProfileConfig) -> dict:
 
 def summary_lines(record: dict) -> list[str]:
     """The per-variant table: throughput, achieved rate and its share of the matrix rate."""
-    lines = ["| variant | dtype | ms/step (median) | fastest step, ms | kernel CPU ms/step | images/s | GFLOP/s "
+    lines = ["| variant | precision | ms/step (median) | fastest step, ms | kernel CPU ms/step | images/s | GFLOP/s "
              "| share of matrix rate |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for v in record["variants"]:
@@ -417,7 +401,7 @@ def markdown(record: dict) -> str:
              "",
              f"Matrix rate ({record['matrix_size']}³ product, the faster of torch.mm and a 1×1 convolution, best "
              f"of the timed calls, before and after the steps): "
-             f"bf16 **{rates['bfloat16']['best_gflops']:.0f} GFLOP/s**, fp32 **{rates['float32']['best_gflops']:.0f} "
+             f"bf16 **{rates['bf16']['best_gflops']:.0f} GFLOP/s**, fp32 **{rates['fp32']['best_gflops']:.0f} "
              f"GFLOP/s**. A training step is {record['training_flops_per_sample'] / 1e6:.1f} MFLOP per image "
              f"(convolutions and the linear layer, forward and backward); batch {record['batch_size']}.", "",
              *summary_lines(record), "",

@@ -22,7 +22,6 @@ from alexnet_perf.backends import REFERENCE, BackendSpec, backend_spec, backend_
 from alexnet_perf.device import synchronize
 
 BATCH_SIZES = (1, 128, 1024)
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}  # as torch names them
 STAND_INS = {"aoti-cuda": "aoti-cpu", "onnxruntime-cuda": "onnxruntime-cpu"}  # others: the name without -cuda
 
 
@@ -60,5 +59,5 @@ def test_inference(measure, make_batch, compiled_graphs, request: pytest.Fixture
         synchronize(backend.device)
 
     measure(run, kind="inference", batch_size=batch_size, backend=spec.name, device=backend.device,
-            dtype=DTYPES[spec.precision], threads=backend.host_threads(), reference=spec.name == REFERENCE[spec.device],
+            precision=spec.precision, threads=backend.host_threads(), reference=spec.name == REFERENCE[spec.device],
             tf32=False if backend.device.type == "cuda" and spec.precision == "fp32" else None)  # exact_fp32

@@ -8,7 +8,6 @@ cases run where the `gpu_device` fixture says (the CPU stands in with --gpu-stan
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -18,37 +17,14 @@ import torch
 from alexnet_perf.artifacts import INPUT_SHAPE
 from alexnet_perf.data import DeviceLoader
 from alexnet_perf.recipes import RECIPES
-from alexnet_perf.device import synchronize
+from alexnet_perf.device import TORCH_VARIANTS, synchronize
 from alexnet_perf.train_config import TrainConfig
 from alexnet_perf.training import Training, build_training
 
 RECIPE = "fast"
 BATCH_SIZES = (128, 256, 512)  # the tuned recipes' batch, and two larger ones where the step's rate levels off
 LOADER_BATCHES = 4  # the loader holds this many batches of images and cycles through epochs of them
-PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    compile: bool
-    amp: bool
-    channels_last: bool
-
-    @property
-    def id(self) -> str:
-        return ("compiled" if self.compile else "eager") + ("-amp" if self.amp else "-fp32") + \
-            ("-channels-last" if self.channels_last else "")
-
-    def label(self, precision: torch.dtype | None) -> str:
-        """The id with autocast's pick on this device (bf16, or fp16 on GPUs without bf16) in place of amp."""
-        return self.id.replace("-amp", "-" + PRECISION_NAMES[precision])
-
-
-SPECS = {spec.id: spec for spec in [
-    TrainSpec(compile=False, amp=False, channels_last=False),
-    TrainSpec(compile=False, amp=True, channels_last=True),
-    TrainSpec(compile=True, amp=True, channels_last=True),
-]}
+VARIANTS = {variant.name("amp"): variant for variant in TORCH_VARIANTS}  # by id: amp stands for autocast's pick
 
 
 def _forever(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -66,7 +42,7 @@ def _measure_step(measure, t: Training, **case) -> None:
         synchronize(t.device)
 
     measure(step, kind="training", batch_size=t.cfg.batch_size, device=t.device,
-            dtype=str(t.precision or torch.float32).removeprefix("torch."),
+            precision=t.precision,
             tf32=t.cfg.tf32 if t.device.type == "cuda" else None, **case)
 
 
@@ -76,18 +52,18 @@ def _device(device: str, request: pytest.FixtureRequest) -> str:
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
-@pytest.mark.parametrize("config_id", SPECS)
+@pytest.mark.parametrize("config_id", VARIANTS)
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_training_step(measure, make_images, compiled_graphs, request: pytest.FixtureRequest, device: str,
                        config_id: str, batch_size: int) -> None:
-    spec = SPECS[config_id]
-    cfg = TrainConfig(RECIPE, batch_size=batch_size, amp=spec.amp, channels_last=spec.channels_last,
-                      compile=spec.compile, device=_device(device, request), val_size=0,
+    variant = VARIANTS[config_id]
+    cfg = TrainConfig(RECIPE, batch_size=batch_size, amp=variant.amp, channels_last=variant.channels_last,
+                      compile=variant.compiled, device=_device(device, request), val_size=0,
                       low_res_epochs=0)  # full-size images
     compiled_graphs.prepare((batch_size, *INPUT_SHAPE))
     images = make_images(LOADER_BATCHES * batch_size)
     t = build_training(cfg, (images, np.arange(len(images)) % 10))
-    _measure_step(measure, t, backend=spec.label(t.precision), reference=config_id == "eager-fp32",
+    _measure_step(measure, t, backend=variant.name(t.precision), reference=not variant.amp,
                   threads=torch.get_num_threads() if t.device.type == "cpu" else None)
 
 

@@ -243,7 +243,7 @@ def test_fp32_torch_backend_on_a_gpu_runs_without_tf32_and_restores_the_settings
     try:
         _set_tf32_flags(True, True)
         TorchBackend("eager-fp32-cuda", module, torch.device("cuda")).forward(_x(1))
-        TorchBackend("eager-bf16-cuda", module, torch.device("cpu"), torch.bfloat16).forward(_x(1))
+        TorchBackend("eager-bf16-cuda", module, torch.device("cpu"), "bf16").forward(_x(1))
         with exact_fp32(torch.device("cpu")):
             seen.append(_tf32_flags())
         assert seen == [(False, False), (True, True), (True, True)]

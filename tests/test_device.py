@@ -45,14 +45,15 @@ def test_gpus_with_only_emulated_bf16_train_in_fp16(monkeypatch):
     import torch
 
     from alexnet_perf.backend_base import BackendUnavailable
-    from alexnet_perf.torch_backends import _autocast_dtype
-    from alexnet_perf.device import amp_dtype
+    from alexnet_perf.device import amp_precision
+    from alexnet_perf.torch_backends import check_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
     cuda = torch.device("cuda", 0)
-    assert amp_dtype(cuda, True) == torch.float16
+    assert amp_precision(cuda, True) == "fp16"
     with pytest.raises(BackendUnavailable, match="no native bf16"):
-        _autocast_dtype("bf16", cuda)
+        check_precision("bf16", cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert amp_dtype(cuda, True) == torch.bfloat16
+    assert amp_precision(cuda, True) == "bf16"
+    assert amp_precision(cuda, False) == "fp32"

@@ -40,8 +40,8 @@ def tiny_run(profile_module, tmp_path_factory) -> tuple[dict, str]:
 def test_json_categories_add_up_and_rates_are_positive(profile_module, tiny_run):
     record, _ = tiny_run
     assert [v["name"] for v in record["variants"]] == ["eager-fp32", "eager-bf16-channels-last"]
-    assert record["matrix_rates"]["bfloat16"]["best_gflops"] > 0
-    assert record["matrix_rates"]["float32"]["best_gflops"] > 0
+    assert record["matrix_rates"]["bf16"]["best_gflops"] > 0
+    assert record["matrix_rates"]["fp32"]["best_gflops"] > 0
     assert record["training_flops_per_sample"] == pytest.approx(215.9e6, rel=0.01)
     for v in record["variants"]:
         p = v["profile"]

@@ -22,9 +22,9 @@ SHA = "ab" * 32
 REPO = Path(__file__).resolve().parent.parent
 
 
-def case(kind, backend, batch, ms_per_sample, device="cpu", dtype="float32"):
+def case(kind, backend, batch, ms_per_sample, device="cpu", precision="fp32"):
     seconds = ms_per_sample * batch / 1000
-    info = CaseInfo(kind=kind, backend=backend, device=device, dtype=dtype, threads=2, batch_size=batch,
+    info = CaseInfo(kind=kind, backend=backend, device=device, precision=precision, threads=2, batch_size=batch,
                     reference=backend == "eager-fp32", ms_per_sample=ms_per_sample, samples_per_s=batch / seconds)
     return {"group": f"{kind} batch {batch}", "name": f"test_{kind}[{backend}-{batch}]",
             "extra_info": dataclasses.asdict(info), "stats": {"median": seconds, "rounds": 5, "iterations": 1}}
@@ -40,7 +40,7 @@ def bench_json(tmp_path, source="exports", sha=SHA, benchmarks=None):
             "benchmarks": benchmarks if benchmarks is not None else [
                 case("inference", "eager-fp32", 1, 2.0), case("inference", "onnxruntime-cpu", 1, 0.5),
                 case("inference", "eager-fp32", 128, 1.0), case("inference", "onnxruntime-cpu", 128, 0.25),
-                case("inference", "compiled-bf16-channels-last", 128, 0.2, dtype="bfloat16"),
+                case("inference", "compiled-bf16-channels-last", 128, 0.2, precision="bf16"),
                 case("training", "eager-fp32", 128, 4.0), case("training", "eager-bf16-channels-last", 128, 2.0)]}
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(data))
@@ -206,14 +206,14 @@ def test_report_of_a_real_benchmark_run_shows_a_real_parity_runs_accuracy(export
 
 
 def test_gpu_recipe_steps_show_each_recipes_time_per_epoch_and_projected_run(tmp_path):
-    step = case("training", "best-compiled", 256, 0.004, device="cuda:0", dtype="bfloat16")
+    step = case("training", "best-compiled", 256, 0.004, device="cuda:0", precision="bf16")
     step["extra_info"].update(recipe="best", images_per_epoch=49_920, epochs=50, threads=None)
     fp32 = case("training", "original-eager", 128, 0.01, device="cuda:0")
     fp32["extra_info"].update(recipe="original", images_per_epoch=39_936, epochs=500, threads=None, tf32=True)
     text = report(tmp_path, bench_json(tmp_path, benchmarks=[case("training", "eager-fp32", 128, 4.0), step, fp32]))
     training = text.split("### Training throughput")[1]
     assert row(training, 256, "best-compiled", "cuda:0")[-3:] == ["best", "0.2", "0.2 min"]  # 49,920 × 4 µs × 50
-    assert row(training, 128, "original-eager", "cuda:0")[3] == "float32 (TF32)"
+    assert row(training, 128, "original-eager", "cuda:0")[3] == "fp32 (TF32)"
     assert row(training, 128, "original-eager", "cuda:0")[-3:] == ["original", "0.4", "3.3 min"]
     assert row(training, 128, "eager-fp32", "cpu")[-3:] == ["—", "—", "—"]
     assert "Rehearsal" not in text

@@ -183,7 +183,7 @@ def test_training_state_round_trips_through_a_checkpoint(synthetic_cifar, tmp_pa
     b = build_training(cfg, data)
     restore_training(b, training_checkpoint(a, {}))
     assert b.progress == a.progress
-    for sa, sb in ((a.model, b.model), (a.kept, b.kept)):
+    for sa, sb in ((a.model, b.model), (a.evaluated_model, b.evaluated_model)):
         for (k, va), vb in zip(sa.state_dict().items(), sb.state_dict().values()):
             assert torch.equal(va, vb), k
     assert b.scheduler.state_dict()["last_epoch"] == a.scheduler.state_dict()["last_epoch"] == 4
