@@ -32,7 +32,7 @@ from torch.autograd.profiler_util import FunctionEvent
 from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.errors import UserError
-from alexnet_perf.model import AlexNetCifar
+from alexnet_perf.model import flops_per_sample
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
 from alexnet_perf.train_config import TrainConfig
 from alexnet_perf.training import Training, build_training
@@ -113,17 +113,6 @@ class VariantResult:
 
 
 # --- work -----------------------------------------------------------------------------------------------------
-
-def training_flops_per_sample() -> float:
-    """Convolution and matmul FLOPs of one sample's training step (forward and backward), as the suite counts them."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model, n = AlexNetCifar().train(), 4
-    x, y = torch.zeros(n, 3, 32, 32), torch.zeros(n, dtype=torch.int64)
-    with FlopCounterMode(display=False) as counter:
-        nn.functional.cross_entropy(model(x), y).backward()
-    return counter.get_total_flops() / n
-
 
 def _timed_rates(run: Callable[[], object], flops: float, reps: int) -> dict[str, float]:
     """GFLOP/s of run: the fastest of reps (after one untimed call) and the median."""
@@ -335,7 +324,7 @@ def run_profile(cfg: ProfileConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     load_start = os.getloadavg()[0]
     before = matrix_rates(cfg)
-    flops = training_flops_per_sample()
+    flops = flops_per_sample()["training"]
     variants = measure_variants(cfg, flops)
     rates = fastest(before, matrix_rates(cfg))
     for v in variants:
