@@ -218,25 +218,16 @@ def run_evaluation(cfg: EvalConfig) -> dict:
                        batch_size=cfg.batch_size, amp=cfg.amp, channels_last=cfg.channels_last)
 
 
-def write_output(path: str | Path, what: str, write: Callable[[], None]) -> None:
-    """Run write(); a write that fails anyway (disk full, folder removed meanwhile) is one line, not a traceback."""
-    try:
-        write()
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise UserError(f"cannot write {what} {path} ({reason}); the previous file, if any, is unchanged") from None
-    print(f"wrote {path}")
-
-
 def main(cfg: EvalConfig) -> int:
     snap = run_evaluation(cfg)
     print(format_snapshot(snap))
     if cfg.json:
-        write_output(cfg.json, "--json", lambda: write_text_atomic(cfg.json, json.dumps(snap, indent=2)))
+        write_text_atomic(cfg.json, json.dumps(snap, indent=2))
+        print(f"wrote {cfg.json}")
     if cfg.confusion_png:
         title = f"{Path(cfg.checkpoint).name}: {100 * snap['accuracy']:.2f}% test accuracy"
-        write_output(cfg.confusion_png, "--confusion-png",
-                     lambda: save_confusion_png(snap["confusion"], cfg.confusion_png, title))
+        save_confusion_png(snap["confusion"], cfg.confusion_png, title)
+        print(f"wrote {cfg.confusion_png}")
     return 0
 
 

@@ -299,15 +299,11 @@ def check_keep(cfg: TimeToAccuracyConfig) -> None:
 
 
 def write_outputs(cfg: TimeToAccuracyConfig, record: dict) -> None:
-    """--json and the files beside --results; a write that fails anyway (disk full) is one line, and each file
-    keeps either its previous or its new contents."""
-    try:
-        if cfg.json:
-            write_text_atomic(cfg.json, json.dumps(record, indent=2))
-        written = ([Path(cfg.json)] if cfg.json else []) + (publish(cfg.results, record) if cfg.results else [])
-    except OSError as e:
-        raise UserError(f"cannot write {e.filename or 'the results'} ({e.strerror or e}); every file holds either "
-                        f"its previous or its new contents") from None
+    """--json and the files beside --results, each written atomically: a write the machine refuses (disk full) is
+    write_atomic's one-line error, and each file keeps either its previous or its new contents."""
+    if cfg.json:
+        write_text_atomic(cfg.json, json.dumps(record, indent=2))
+    written = ([Path(cfg.json)] if cfg.json else []) + (publish(cfg.results, record) if cfg.results else [])
     for path in written:
         print(f"wrote {path}")
 
