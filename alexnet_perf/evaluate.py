@@ -7,18 +7,22 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import flags
-from .atomic import check_writable, write_atomic, write_text_atomic
+from .atomic import check_writable, write_text_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10
-from .errors import UserError
 from .device import amp_precision, autocast, resolve_device, set_tf32, synchronize
+from .errors import UserError
+from .figures import save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 EVAL_BATCH_SIZE = 500  # test and validation passes: large enough to amortise per-call overhead, small in memory
 
@@ -156,28 +160,21 @@ def format_snapshot(snap: dict) -> str:
 
 def save_confusion_png(confusion: list[list[int]], path: str | Path, title: str = "") -> None:
     """The confusion matrix as an annotated heat map (rows: true class, columns: predicted), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(confusion, cmap="Blues")
-    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
     peak = max(max(row) for row in confusion) or 1
-    for i, row in enumerate(confusion):
-        for j, v in enumerate(row):
-            ax.text(j, i, v, ha="center", va="center", fontsize=7, color="white" if v > peak / 2 else "black")
-    fig.colorbar(im)
-    fig.tight_layout()
-    try:
-        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+
+    def draw(ax: Axes) -> None:
+        im = ax.imshow(confusion, cmap="Blues")
+        ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
+        ax.set_yticks(range(len(CLASSES)), CLASSES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        for i, row in enumerate(confusion):
+            for j, v in enumerate(row):
+                ax.text(j, i, v, ha="center", va="center", fontsize=7, color="white" if v > peak / 2 else "black")
+        ax.figure.colorbar(im)
+
+    save_figure(path, (7, 6), draw)
 
 
 def score_model(model: torch.nn.Module, ckpt: dict[str, Any], source: str, images: np.ndarray, labels: np.ndarray,
@@ -221,25 +218,16 @@ def run_evaluation(cfg: EvalConfig) -> dict:
                        batch_size=cfg.batch_size, amp=cfg.amp, channels_last=cfg.channels_last)
 
 
-def write_output(path: str | Path, what: str, write: Callable[[], None]) -> None:
-    """Run write(); a write that fails anyway (disk full, folder removed meanwhile) is one line, not a traceback."""
-    try:
-        write()
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise UserError(f"cannot write {what} {path} ({reason}); the previous file, if any, is unchanged") from None
-    print(f"wrote {path}")
-
-
 def main(cfg: EvalConfig) -> int:
     snap = run_evaluation(cfg)
     print(format_snapshot(snap))
     if cfg.json:
-        write_output(cfg.json, "--json", lambda: write_text_atomic(cfg.json, json.dumps(snap, indent=2)))
+        write_text_atomic(cfg.json, json.dumps(snap, indent=2))
+        print(f"wrote {cfg.json}")
     if cfg.confusion_png:
         title = f"{Path(cfg.checkpoint).name}: {100 * snap['accuracy']:.2f}% test accuracy"
-        write_output(cfg.confusion_png, "--confusion-png",
-                     lambda: save_confusion_png(snap["confusion"], cfg.confusion_png, title))
+        save_confusion_png(snap["confusion"], cfg.confusion_png, title)
+        print(f"wrote {cfg.confusion_png}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """The seed's network, layer for layer: 387,690 parameters for 10 classes."""
 
+import torch
 from torch import nn
 
 NUM_PARAMS_10_CLASSES = 387_690
@@ -30,3 +31,18 @@ class AlexNetCifar(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_sample() -> dict[str, float]:
+    """Convolution and matmul FLOPs of one sample, as torch.utils.flop_counter counts them: a forward pass
+    ("inference") and a training step's forward and backward ("training"). The benchmark suite and the step
+    profiler both report rates against these counts, so they are counted here once."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, n = AlexNetCifar(), 4
+    x, y = torch.zeros(n, 3, 32, 32), torch.zeros(n, dtype=torch.int64)
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        model.eval()(x)
+    with FlopCounterMode(display=False) as training:
+        nn.functional.cross_entropy(model.train()(x), y).backward()
+    return {"inference": forward.get_total_flops() / n, "training": training.get_total_flops() / n}

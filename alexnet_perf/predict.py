@@ -35,8 +35,8 @@ from .backend_base import WARMUP_CALLS, Backend
 from .backends import REFERENCE, backend_spec, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, normalize
-from .errors import UserError
 from .device import synchronize
+from .errors import UserError
 
 INPUT_SIZE = 32
 TOP_K = 3

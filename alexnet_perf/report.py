@@ -16,12 +16,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import flags
-from .atomic import check_writable, write_atomic
+from .atomic import check_writable
 from .errors import UserError
+from .figures import save_figure
 from .records import LOCAL_RESULTS, CaseInfo, ParityReport, TimedArtifacts, from_dict, read_json, update_section
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 PROG = "python -m alexnet_perf.report"
 _TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")
@@ -181,32 +185,28 @@ def _when(data: dict[str, Any]) -> str:
 
 def save_plot(entries: list[CaseInfo], path: str | Path, title: str) -> None:
     """ms/sample against batch size, one line per (backend, device), both axes logarithmic."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from matplotlib.ticker import NullLocator
 
     lines: dict[str, list[CaseInfo]] = defaultdict(list)
     for e in entries:
         lines[f"{e.backend} ({e.device})"].append(e)
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for name, points in sorted(lines.items(), key=lambda kv: -max(p.ms_per_sample for p in kv[1])):
-        points.sort(key=lambda p: p.batch_size)
-        ax.plot([p.batch_size for p in points], [p.ms_per_sample for p in points], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     batches = sorted({e.batch_size for e in entries})
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("ms per sample (median)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+
+    def draw(ax: Axes) -> None:
+        for name, points in sorted(lines.items(), key=lambda kv: -max(p.ms_per_sample for p in kv[1])):
+            points.sort(key=lambda p: p.batch_size)
+            ax.plot([p.batch_size for p in points], [p.ms_per_sample for p in points], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("ms per sample (median)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+
+    save_figure(path, (8, 5.5), draw)
 
 
 def _shown_folder(folder: str) -> str:

@@ -25,10 +25,10 @@ from torch import nn
 from . import flags
 from .atomic import check_writable, check_writable_dir, claim_output
 from .checkpoint import last_path, load_checkpoint, restore_training, save_atomic, training_checkpoint
+from .device import resolve_device, synchronize
 from .errors import Terminated, UserError
 from .evaluate import EvalMetrics, evaluate_model, format_snapshot, score_checkpoint
 from .progress import ProgressLog
-from .device import resolve_device, synchronize
 from .train_config import RUNTIME_FIELDS, TrainConfig, given_settings
 from .training import Training, build_training, load_splits, lr_factor, zero_sums
 

@@ -15,12 +15,12 @@ from torch import nn
 
 from .compilation import compile_network
 from .data import CLASSES, DeviceLoader, load_cifar10, normalize, split_train_val
+from .device import amp_precision, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
 from .ema import EMA
 from .evaluate import EVAL_BATCH_SIZE
-from .whitening import whiten_first_conv
 from .model import AlexNetCifar
-from .device import amp_precision, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
 from .train_config import TrainConfig
+from .whitening import whiten_first_conv
 
 
 def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cosine-epoch",

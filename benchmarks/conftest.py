@@ -33,7 +33,7 @@ from alexnet_perf.artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTER_PACKAGES, FILE
 from alexnet_perf.backend_base import WARMUP_CALLS as BACKEND_WARMUP_CALLS
 from alexnet_perf.data import CLASSES, normalize, preprocessing, random_images
 from alexnet_perf.errors import UserError
-from alexnet_perf.model import AlexNetCifar
+from alexnet_perf.model import AlexNetCifar, flops_per_sample
 from alexnet_perf.records import CaseInfo, TimedArtifacts, machine_description, versions
 
 EXPORTS = Path(__file__).resolve().parent.parent / "exports"
@@ -62,19 +62,6 @@ def export_random_network(model: torch.nn.Module, folder: Path) -> None:
 
     export_all(model, folder, calibration_images(random_images(CALIBRATION_IMAGES), CALIBRATION_IMAGES, seed=0),
                stand_in_metadata())
-
-
-def flops_per_sample() -> dict[str, float]:
-    """Convolution and matmul FLOPs of one sample: a forward pass, and a training step's forward and backward."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model, n = AlexNetCifar(), 4
-    x, y = torch.zeros(n, 3, 32, 32), torch.zeros(n, dtype=torch.int64)
-    with FlopCounterMode(display=False) as forward, torch.no_grad():
-        model.eval()(x)
-    with FlopCounterMode(display=False) as training:
-        torch.nn.functional.cross_entropy(model.train()(x), y).backward()
-    return {"inference": forward.get_total_flops() / n, "training": training.get_total_flops() / n}
 
 
 def set_source(folder: Path) -> str | None:

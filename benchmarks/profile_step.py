@@ -33,8 +33,7 @@ from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.data import random_images
 from alexnet_perf.device import TORCH_VARIANTS, TorchVariant
-from alexnet_perf.errors import UserError
-from alexnet_perf.model import AlexNetCifar
+from alexnet_perf.model import flops_per_sample
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
 from alexnet_perf.train_config import TrainConfig
 from alexnet_perf.training import Training, build_training
@@ -103,17 +102,6 @@ class VariantResult:
 
 
 # --- work -----------------------------------------------------------------------------------------------------
-
-def training_flops_per_sample() -> float:
-    """Convolution and matmul FLOPs of one sample's training step (forward and backward), as the suite counts them."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model, n = AlexNetCifar().train(), 4
-    x, y = torch.zeros(n, 3, 32, 32), torch.zeros(n, dtype=torch.int64)
-    with FlopCounterMode(display=False) as counter:
-        nn.functional.cross_entropy(model(x), y).backward()
-    return counter.get_total_flops() / n
-
 
 def _timed_rates(run: Callable[[], object], flops: float, reps: int) -> dict[str, float]:
     """GFLOP/s of run: the fastest of reps (after one untimed call) and the median."""
@@ -319,7 +307,7 @@ def run_profile(cfg: ProfileConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     load_start = os.getloadavg()[0]
     before = matrix_rates(cfg)
-    flops = training_flops_per_sample()
+    flops = flops_per_sample()["training"]
     variants = measure_variants(cfg, flops)
     rates = fastest(before, matrix_rates(cfg))
     for v in variants:
@@ -422,16 +410,14 @@ def print_record(record: dict) -> None:
 
 
 def write_outputs(cfg: ProfileConfig, record: dict) -> None:
-    """--json and the RESULTS.md section; a write that fails anyway is one line."""
-    try:
-        if cfg.json:
-            write_text_atomic(cfg.json, json.dumps(record, indent=2))
-            print(f"wrote {cfg.json}")
-        if cfg.results:
-            update_section(cfg.results_file, SECTION, markdown(record))
-            print(f"wrote the {SECTION} section of {cfg.results_file}")
-    except OSError as e:
-        raise UserError(f"cannot write {e.filename or 'the results'} ({e.strerror or e})") from None
+    """--json and the RESULTS.md section, each written atomically: a write the machine refuses is write_atomic's
+    one-line error, and the file keeps its previous contents."""
+    if cfg.json:
+        write_text_atomic(cfg.json, json.dumps(record, indent=2))
+        print(f"wrote {cfg.json}")
+    if cfg.results:
+        update_section(cfg.results_file, SECTION, markdown(record))
+        print(f"wrote the {SECTION} section of {cfg.results_file}")
 
 
 def main(cfg: ProfileConfig) -> int:

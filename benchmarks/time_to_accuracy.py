@@ -23,20 +23,24 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from alexnet_perf import flags
-from alexnet_perf.atomic import check_writable, write_atomic, write_text_atomic
+from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.data import DATA_DIR_HELP, load_cifar10
+from alexnet_perf.device import resolve_device
 from alexnet_perf.errors import UserError
 from alexnet_perf.evaluate import score_checkpoint
+from alexnet_perf.figures import save_figure
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.records import LOCAL_RESULTS, from_dict, machine_description, update_section
-from alexnet_perf.device import resolve_device
 from alexnet_perf.train import train
 from alexnet_perf.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 PROG = "python benchmarks/time_to_accuracy.py"
 PLOT_NAME = "time-to-accuracy.png"
@@ -179,28 +183,21 @@ def save_plot(records: dict[str, dict], path: str | Path) -> None:
     """Test accuracy against wall time (log scale): each run, each recipe's mean, and for the original recipe a dashed
     line from its measured epochs to the seed's 83.18 % at its extrapolated 496-epoch time. The legend's labels are
     also stored in the PNG's Description, so that a reader (or a test) can tell which recipes it shows."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def draw(ax: Axes) -> dict[str, str]:
+        ax.axhline(100 * SEED_ACCURACY, color="grey", linestyle=":", label=f"the seed's {100 * SEED_ACCURACY:.2f} %")
+        for recipe in sorted(records, key=list(RECIPES).index):
+            _plot_recipe(ax, recipe, records[recipe]["runs"])
+        ax.set_xscale("log")
+        ax.set_xlabel("wall time per run (s, log scale)")
+        ax.set_ylabel("test accuracy (%, no TTA)")
+        machines = sorted({r.get("machine", "unknown machine") for r in records.values()})
+        ax.set_title(f"CIFAR-10 test accuracy against wall time\n{'; '.join(machines)}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        return {"Description": "; ".join(ax.get_legend_handles_labels()[1])}
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    ax.axhline(100 * SEED_ACCURACY, color="grey", linestyle=":", label=f"the seed's {100 * SEED_ACCURACY:.2f} %")
-    for recipe in sorted(records, key=list(RECIPES).index):
-        _plot_recipe(ax, recipe, records[recipe]["runs"])
-    ax.set_xscale("log")
-    ax.set_xlabel("wall time per run (s, log scale)")
-    ax.set_ylabel("test accuracy (%, no TTA)")
-    machines = sorted({r.get("machine", "unknown machine") for r in records.values()})
-    ax.set_title(f"CIFAR-10 test accuracy against wall time\n{'; '.join(machines)}", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    labels = "; ".join(ax.get_legend_handles_labels()[1])
-    try:
-        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100, metadata={"Description": labels}))
-    finally:
-        plt.close(fig)
+    save_figure(path, (8, 5), draw)
 
 
 def _plot_recipe(ax, recipe: str, runs: list[dict]) -> None:
@@ -302,15 +299,11 @@ def check_keep(cfg: TimeToAccuracyConfig) -> None:
 
 
 def write_outputs(cfg: TimeToAccuracyConfig, record: dict) -> None:
-    """--json and the files beside --results; a write that fails anyway (disk full) is one line, and each file
-    keeps either its previous or its new contents."""
-    try:
-        if cfg.json:
-            write_text_atomic(cfg.json, json.dumps(record, indent=2))
-        written = ([Path(cfg.json)] if cfg.json else []) + (publish(cfg.results, record) if cfg.results else [])
-    except OSError as e:
-        raise UserError(f"cannot write {e.filename or 'the results'} ({e.strerror or e}); every file holds either "
-                        f"its previous or its new contents") from None
+    """--json and the files beside --results, each written atomically: a write the machine refuses (disk full) is
+    write_atomic's one-line error, and each file keeps either its previous or its new contents."""
+    if cfg.json:
+        write_text_atomic(cfg.json, json.dumps(record, indent=2))
+    written = ([Path(cfg.json)] if cfg.json else []) + (publish(cfg.results, record) if cfg.results else [])
     for path in written:
         print(f"wrote {path}")
 

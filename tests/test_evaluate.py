@@ -1,6 +1,5 @@
 """python -m alexnet_perf.evaluate: the scores it computes, and every mistake refused in one line before work."""
 
-import errno
 import json
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ from alexnet_perf.evaluate import EvalConfig, evaluate_model
 from alexnet_perf.train import train
 from alexnet_perf.train_config import TrainConfig
 
-from conftest import make_synthetic_cifar
+from conftest import full_disk, make_synthetic_cifar
 
 PROG = "python -m alexnet_perf.evaluate"
 
@@ -111,14 +110,12 @@ def test_a_write_that_fails_after_evaluating_is_one_line_and_keeps_the_old_file(
                                                                                monkeypatch):
     previous = tmp_path / "eval.json"
     previous.write_text('{"accuracy": 0.5}')
-
-    def disk_full(path, text):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(evaluate, "write_text_atomic", disk_full)
+    full_disk(monkeypatch, room=0)  # the atomic write's temporary file fills the disk, after the up-front checks
     code, out, err = _evaluate(trained, tmp_path, capsys, "--json", str(previous))
-    assert code == 2 and err.count("\n") == 1 and "cannot write --json" in err and "No space left" in err
-    assert f"wrote {previous}" not in out and previous.read_text() == '{"accuracy": 0.5}'
+    assert code == 2 and err.count("\n") == 1 and "the previous file, if any, is unchanged" in err
+    assert err.startswith(f"{PROG}: error: cannot write {previous}: No space left")
+    assert "Test accuracy" in out and "wrote" not in out and previous.read_text() == '{"accuracy": 0.5}'
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]  # no temporary file left, no picture written
 
 
 def test_checkpoint_with_a_malformed_label_smoothing_is_refused(trained, tmp_path, capsys):

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from alexnet_perf.model import NUM_PARAMS_10_CLASSES, AlexNetCifar, count_parameters
+from alexnet_perf.model import NUM_PARAMS_10_CLASSES, AlexNetCifar, count_parameters, flops_per_sample
 
 
 def test_parameter_count_matches_the_seed():
@@ -40,3 +40,13 @@ def test_layer_sequence_is_the_seeds():
 def test_forward_gives_one_logit_per_class():
     out = AlexNetCifar().eval()(torch.randn(3, 3, 32, 32))
     assert out.shape == (3, 10)
+
+
+def test_flops_per_sample_are_twice_the_hand_counted_multiply_adds():
+    """Each convolution at its output resolution and the classifier, 2 FLOPs a multiply-add; a training step adds
+    the weight gradients of every layer and the input gradients of all but the first (the images need none)."""
+    convs = [(3, 32, 5, 32), (32, 64, 5, 16), (64, 128, 3, 8), (128, 128, 3, 8), (128, 96, 3, 8)]
+    layers = [2 * c_in * c_out * k * k * side * side for c_in, c_out, k, side in convs] + [2 * 96 * 10]
+    flops = flops_per_sample()
+    assert flops["inference"] == sum(layers)
+    assert flops["training"] == 3 * sum(layers) - layers[0]

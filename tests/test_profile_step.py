@@ -8,7 +8,7 @@ from torch.autograd.profiler_util import FunctionEvent
 
 from alexnet_perf import flags
 
-from conftest import benchmark_script
+from conftest import benchmark_script, full_disk
 
 TINY = ["--batch-size", "16", "--steps", "1", "--profiled-steps", "1", "--profile-rounds", "1", "--warmup", "1",
         "--no-compiled", "--matrix-size", "64", "--matrix-reps", "1"]
@@ -90,3 +90,14 @@ def test_bad_flag_exits_2(profile_module, capsys, args, message):
 def test_unwritable_json_refused_before_work(profile_module, capsys, tmp_path):
     code, out, err = _cli(profile_module, capsys, *TINY, "--json", str(tmp_path), "--no-results")
     assert code == 2 and "--json" in err and "warming up" not in out
+
+
+def test_a_full_disk_at_the_end_is_one_line_and_keeps_the_previous_json(profile_module, capsys, tmp_path,
+                                                                        monkeypatch):
+    previous = tmp_path / "p.json"
+    previous.write_text('{"previous": true}')
+    full_disk(monkeypatch, room=0)  # the atomic write's temporary file fills the disk, after the profile ran
+    code, out, err = _cli(profile_module, capsys, *TINY, "--json", str(previous), "--no-results")
+    assert code == 2 and err.count("\n") == 1 and "the previous file, if any, is unchanged" in err
+    assert err.startswith(f"{profile_module.PROG}: error: cannot write {previous}: No space left")
+    assert "share of matrix rate" in out and "wrote" not in out and previous.read_text() == '{"previous": true}'

@@ -8,10 +8,10 @@ from torch import nn
 
 from alexnet_perf import flags
 from alexnet_perf.ema import EMA
+from alexnet_perf.errors import UserError
 from alexnet_perf.evaluate import predict
 from alexnet_perf.model import AlexNetCifar
 from alexnet_perf.recipes import DEFAULT_RECIPE, RECIPES
-from alexnet_perf.errors import UserError
 from alexnet_perf.train_config import TrainConfig
 from alexnet_perf.training import lr_factor, parameter_groups
 

@@ -13,7 +13,7 @@ from alexnet_perf import flags
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.data import load_cifar10, normalize
 
-from conftest import benchmark_script
+from conftest import benchmark_script, full_disk
 
 
 
@@ -164,3 +164,17 @@ def test_json_output_under_a_regular_file_is_refused_before_training(tta_module,
     code, out, err = _cli(tta_module, capsys, "--json", str(tmp_path / "plain" / "out.json"), "--data-dir",
                           str(tmp_path / "void"), "--results", "")
     _assert_refused_before_training(code, out, err, "--json", str(tmp_path / "plain"))
+
+
+def test_a_full_disk_at_the_picture_is_one_line_and_keeps_the_previous_picture(tta_module, tmp_path, capsys,
+                                                                               monkeypatch):
+    saved = tmp_path / "best.json"
+    saved.write_text(json.dumps(_record("best")))
+    picture = tmp_path / "time-to-accuracy.png"
+    picture.write_bytes(b"the previous picture")
+    full_disk(monkeypatch, room=8000)  # each file may take 8000 bytes: the records and the section fit, the PNG not
+    code, out, err = _cli(tta_module, capsys, "--report-only", str(saved), "--results", str(tmp_path / "RESULTS.md"))
+    assert code == 2 and err.count("\n") == 1 and "the previous file, if any, is unchanged" in err
+    assert err.startswith(f"{tta_module.PROG}: error: cannot write {picture}: No space left")
+    assert picture.read_bytes() == b"the previous picture" and "wrote" not in out
+    assert json.loads((tmp_path / "time_to_accuracy-best.json").read_text())["runs"] == _runs()
