@@ -24,6 +24,9 @@ from .figures import save_figure
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+PROG = "python -m alexnet_perf.evaluate"
+DESCRIPTION = ("Evaluate a checkpoint on the 10,000 CIFAR-10 test images: accuracy, loss, latency, "
+               "per-class recall, confusion matrix.")
 EVAL_BATCH_SIZE = 500  # test and validation passes: large enough to amortise per-call overhead, small in memory
 
 
@@ -232,6 +235,4 @@ def main(cfg: EvalConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(EvalConfig, main, "python -m alexnet_perf.evaluate",
-                             "Evaluate a checkpoint on the 10,000 CIFAR-10 test images: accuracy, loss, latency, "
-                             "per-class recall, confusion matrix."))
+    raise SystemExit(flags.run(EvalConfig, main, PROG, DESCRIPTION))

@@ -41,6 +41,9 @@ OPSET = 18
 EXAMPLE_BATCH = 2  # ≥ 2, so that the exporters keep the batch axis symbolic instead of specialising it to 1
 CALIBRATION_BATCH = 64
 PROG = "python -m alexnet_perf.export"
+DESCRIPTION = ("Export a checkpoint as TorchScript, ONNX, INT8 ONNX, a torch.export program and its "
+               "AOTInductor compilation, then check every artifact against it (exports/PARITY.md, "
+               "exports/parity.json).")
 
 
 @dataclass
@@ -309,7 +312,4 @@ def main(cfg: ExportConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(ExportConfig, main, PROG,
-                             "Export a checkpoint as TorchScript, ONNX, INT8 ONNX, a torch.export program and its "
-                             "AOTInductor compilation, then check every artifact against it (exports/PARITY.md, "
-                             "exports/parity.json)."))
+    raise SystemExit(flags.run(ExportConfig, main, PROG, DESCRIPTION))

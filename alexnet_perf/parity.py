@@ -34,6 +34,9 @@ from .records import (PARITY_PROG, Inputs, OnRandomImages, OnTestImages, ParityR
                       machine_description, versions)
 
 PROG = PARITY_PROG
+DESCRIPTION = ("Check every backend (each exported artifact, and PyTorch on the checkpoint) against the "
+               "checkpoint (source sha256, logit differences, top-1 agreement, test accuracy) and write "
+               "PARITY.md and parity.json.")
 PARITY_PACKAGES = ("torch", "numpy", "onnx", "onnxscript", "onnxruntime", "openvino")  # the versions a report records
 BATCH_SIZES = (1, 256)
 RANDOM_SEED = 0
@@ -288,7 +291,4 @@ def main(cfg: ParityConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(ParityConfig, main, PROG,
-                             "Check every backend (each exported artifact, and PyTorch on the checkpoint) against the "
-                             "checkpoint (source sha256, logit differences, top-1 agreement, test accuracy) and write "
-                             "PARITY.md and parity.json."))
+    raise SystemExit(flags.run(ParityConfig, main, PROG, DESCRIPTION))

@@ -38,6 +38,7 @@ from .data import CLASSES, normalize
 from .device import synchronize
 from .errors import UserError
 
+PROG = "python -m alexnet_perf.predict"
 INPUT_SIZE = 32
 TOP_K = 3
 DEFAULT_BACKEND = REFERENCE["cpu"]  # eager fp32: the checkpoint's network as trained
@@ -47,6 +48,8 @@ MAX_PIXELS = 50_000_000  # a larger picture is refused before decoding: 50 MP al
 PREPROCESSING = ("Each picture is turned upright by its EXIF tag, made RGB (grayscale: three equal channels; "
                  "transparent pixels: white), centre-cropped to a square on its shorter side and area-averaged to "
                  "32x32 (bicubic when smaller), then standardised as in training.")
+DESCRIPTION = ("Classify image files with the CIFAR-10 network through any backend: top-3 classes with "
+               "probabilities per file, and the latency. " + PREPROCESSING)
 
 
 # --- pictures → the network's input --------------------------------------------------------------------------
@@ -245,6 +248,4 @@ def main(cfg: PredictConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(PredictConfig, main, "python -m alexnet_perf.predict",
-                             "Classify image files with the CIFAR-10 network through any backend: top-3 classes with "
-                             "probabilities per file, and the latency. " + PREPROCESSING))
+    raise SystemExit(flags.run(PredictConfig, main, PROG, DESCRIPTION))

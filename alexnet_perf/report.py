@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 PROG = "python -m alexnet_perf.report"
+DESCRIPTION = ("Turn a pytest-benchmark JSON of benchmarks/ into a markdown table (ms/sample, "
+               "samples/s, speed-up vs PyTorch eager fp32, parity's test accuracy) and a latency plot, "
+               "in a marked section of a RESULTS file (.cache/results/RESULTS.md unless --results "
+               "says otherwise).")
 _TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")
 
 
@@ -313,8 +317,4 @@ def main(cfg: ReportConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(ReportConfig, main, PROG,
-                             "Turn a pytest-benchmark JSON of benchmarks/ into a markdown table (ms/sample, "
-                             "samples/s, speed-up vs PyTorch eager fp32, parity's test accuracy) and a latency plot, "
-                             "in a marked section of a RESULTS file (.cache/results/RESULTS.md unless --results "
-                             "says otherwise)."))
+    raise SystemExit(flags.run(ReportConfig, main, PROG, DESCRIPTION))
