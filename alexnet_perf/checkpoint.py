@@ -1,4 +1,4 @@
-"""Checkpoints, the one definition of their format: a training state to a checkpoint and back (train), and a
+"""Checkpoints: their file format (training.Training.checkpoint fills it, Training.restore reads it back), and a
 checkpoint to a network (evaluate, export, parity, predict). Written atomically, read weights-only, checked to be
 ours (format, CRCs, architecture, finite weights) before any weight is used."""
 
@@ -8,19 +8,15 @@ import hashlib
 import pickle
 import re
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from .atomic import write_atomic
-from .data import CLASSES, preprocessing
+from .data import CLASSES
 from .errors import UserError
 from .model import AlexNetCifar
-
-if TYPE_CHECKING:
-    from .training import Training
 
 FORMAT = "alexnet_perf/checkpoint-v1"
 DEFAULT_CHECKPOINT = ".cache/models/alexnet_cifar.pth"  # train writes it, evaluate/export/parity read it
@@ -122,38 +118,3 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def training_checkpoint(t: Training, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint of a training state: what inference needs (plain-keyed weights of the kept model, classes,
-    preprocessing), and everything --resume needs to continue exactly (optimizer, schedule, scaler, RNG, progress)."""
-    p = t.progress
-    return {"format": FORMAT, "arch": "AlexNetCifar", "num_classes": len(CLASSES), "classes": list(CLASSES),
-            "preprocessing": preprocessing(),
-            "model_state_dict": t.evaluated_model.state_dict(), "train_state_dict": t.model.state_dict() if t.ema else None,
-            "optimizer_state_dict": t.optimizer.state_dict(),
-            "scheduler_state_dict": t.scheduler.state_dict(), "scaler_state_dict": t.scaler.state_dict(),
-            "rng": {"cpu": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if t.device.type == "cuda" else []},
-            "epoch": p.epoch, "step_in_epoch": p.step_in_epoch, "epoch_sums": dict(p.sums), "metrics": metrics,
-            "best": {"val_accuracy": p.best_val_accuracy, "epoch": p.best_epoch}, "history": list(p.history),
-            "run_dir": p.run_dir, "config": asdict(t.cfg), "torch_version": str(torch.__version__)}
-
-
-def restore_training(t: Training, ckpt: dict[str, Any]) -> None:
-    """Load a training_checkpoint into a freshly built state of the same configuration."""
-    if (ckpt.get("train_state_dict") is None) != (t.ema is None):
-        raise UserError("checkpoint and configuration disagree on whether an EMA of the weights is kept")
-    t.model.load_state_dict(ckpt["train_state_dict"] if t.ema else ckpt["model_state_dict"])
-    if t.ema:
-        t.ema.model.load_state_dict(ckpt["model_state_dict"])
-    t.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-    t.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
-    t.scaler.load_state_dict(ckpt["scaler_state_dict"])
-    torch.set_rng_state(ckpt["rng"]["cpu"])
-    if t.device.type == "cuda" and ckpt["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-    p = t.progress
-    p.epoch, p.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
-    p.best_val_accuracy, p.best_epoch = ckpt["best"]["val_accuracy"], ckpt["best"]["epoch"]
-    p.sums, p.history, p.run_dir = dict(ckpt["epoch_sums"]), list(ckpt["history"]), ckpt["run_dir"]

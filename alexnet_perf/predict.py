@@ -198,8 +198,8 @@ class PredictConfig:
         positional=True, nargs="*", metavar="IMAGE")  # none given: read_images says so in one line
     backend: str = flags.option(DEFAULT_BACKEND, f"inference backend: {', '.join(backend_names())}",
                               choices=backend_names())
-    checkpoint: str = flags.option(DEFAULT_CHECKPOINT, "checkpoint that the PyTorch backends run (the ones that load an "
-                                 "exported file do not need it)")
+    checkpoint: str = flags.option(DEFAULT_CHECKPOINT, "checkpoint that the PyTorch backends run (the ones that load "
+                                                       "an exported file do not need it)")
     exports: str = flags.option(DEFAULT_EXPORTS, "folder of exported artifacts (python -m alexnet_perf.export)")
     json: str | None = flags.option(None, "also write the predictions and latency to this JSON file")
 

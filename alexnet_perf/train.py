@@ -24,7 +24,7 @@ from torch import nn
 
 from . import flags
 from .atomic import check_writable, check_writable_dir, claim_output
-from .checkpoint import last_path, load_checkpoint, restore_training, save_atomic, training_checkpoint
+from .checkpoint import last_path, load_checkpoint, save_atomic
 from .device import resolve_device, synchronize
 from .errors import Terminated, UserError
 from .evaluate import EvalMetrics, evaluate_model, format_snapshot, score_checkpoint
@@ -129,7 +129,7 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
         if stopping:
             if not _all_finite(t.model):
                 raise _diverged(t, f"at epoch {p.epoch + 1}, batch {i + 1}: the weights became non-finite")
-            save(t, training_checkpoint(t, {}), last_path(cfg.checkpoint))
+            save(t, t.checkpoint({}), last_path(cfg.checkpoint))
             return True
     return False
 
@@ -161,7 +161,7 @@ def finish_epoch(t: Training, log: ProgressLog, epoch_start: float) -> None:
     p.sums = zero_sums()
     if improved:
         p.best_val_accuracy, p.best_epoch = (val.accuracy if val else -1.0), p.epoch
-    snapshot = training_checkpoint(t, metrics)
+    snapshot = t.checkpoint(metrics)
     save(t, snapshot, last_path(cfg.checkpoint))
     if improved:
         save(t, snapshot, cfg.checkpoint)
@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, stop: StopFlag | None) -> TrainResult:
     data_seconds = time.perf_counter() - data_start
     t = build_training(cfg, *splits)
     if ckpt is not None:
-        restore_training(t, ckpt)
+        t.restore(ckpt)
     interrupted = False
     with ProgressLog(t) as log:
         while t.progress.epoch < cfg.epochs and not interrupted:

@@ -1,22 +1,25 @@
 """The state of a training run: the network, EMA, optimizer, learning-rate schedule, scaler, loss, loaders and
-progress of one configuration, built by `build_training` (a fresh run at step 0, or the frame checkpoint.py's
-restore_training fills), and the step that updates it."""
+progress of one configuration, built by `build_training` (a fresh run at step 0, or the frame Training.restore
+fills from a checkpoint), the step that updates it, and its checkpoint."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import FORMAT
 from .compilation import compile_network
-from .data import CLASSES, DeviceLoader, load_cifar10, normalize, split_train_val
+from .data import CLASSES, DeviceLoader, load_cifar10, normalize, preprocessing, split_train_val
 from .device import amp_precision, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
 from .ema import EMA
+from .errors import UserError
 from .evaluate import EVAL_BATCH_SIZE
 from .model import AlexNetCifar
 from .train_config import TrainConfig
@@ -109,6 +112,42 @@ class Training:
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
 
+    def checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint of this state: what inference needs (plain-keyed weights of the evaluated model, classes,
+        preprocessing), and everything --resume needs to continue exactly (optimizer, schedule, scaler, RNG,
+        progress)."""
+        p = self.progress
+        return {"format": FORMAT, "arch": "AlexNetCifar", "num_classes": len(CLASSES), "classes": list(CLASSES),
+                "preprocessing": preprocessing(),
+                "model_state_dict": self.evaluated_model.state_dict(),
+                "train_state_dict": self.model.state_dict() if self.ema else None,
+                "optimizer_state_dict": self.optimizer.state_dict(),
+                "scheduler_state_dict": self.scheduler.state_dict(), "scaler_state_dict": self.scaler.state_dict(),
+                "rng": {"cpu": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+                "epoch": p.epoch, "step_in_epoch": p.step_in_epoch, "epoch_sums": dict(p.sums), "metrics": metrics,
+                "best": {"val_accuracy": p.best_val_accuracy, "epoch": p.best_epoch}, "history": list(p.history),
+                "run_dir": p.run_dir, "config": asdict(self.cfg), "torch_version": str(torch.__version__)}
+
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Load a checkpoint of this configuration into this freshly built state."""
+        if (ckpt.get("train_state_dict") is None) != (self.ema is None):
+            raise UserError("checkpoint and configuration disagree on whether an EMA of the weights is kept")
+        self.model.load_state_dict(ckpt["train_state_dict"] if self.ema else ckpt["model_state_dict"])
+        if self.ema:
+            self.ema.model.load_state_dict(ckpt["model_state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+        self.scaler.load_state_dict(ckpt["scaler_state_dict"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if self.device.type == "cuda" and ckpt["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        p = self.progress
+        p.epoch, p.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+        p.best_val_accuracy, p.best_epoch = ckpt["best"]["val_accuracy"], ckpt["best"]["epoch"]
+        p.sums, p.history, p.run_dir = dict(ckpt["epoch_sums"]), list(ckpt["history"]), ckpt["run_dir"]
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on (x, y): forward under autocast, loss, backward, clipping, update, schedule, EMA.
         Returns the loss and the number of correct predictions, still on the device."""
@@ -144,7 +183,7 @@ def load_splits(cfg: TrainConfig) -> tuple[Split, Split | None]:
 def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None = None) -> Training:
     """Seed and set TF32 as cfg says (process-wide, like cuDNN's autotuning), then make the loaders, network (with
     BatchNorm momentum, dropout scale and whitening init), EMA, optimizer, schedule, scaler and loss of cfg: a fresh
-    run at step 0, or the frame that restore_training fills.
+    run at step 0, or the frame that Training.restore fills.
     On a CPU the process first keeps freed memory for reuse (cfg.reuse_freed_memory; device.keep_freed_memory)."""
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.reuse_freed_memory:

@@ -2,8 +2,8 @@
 
     python benchmarks/profile_inference.py [--precision int8] [--batch-size 1] [--exports exports]
 
-Compiles the exported ONNX file exactly as onnx_backends.openvino_backend does (same precision hint, performance hint and
-threads) plus PERF_COUNT, runs the batch, and sums each operator type's real time over --calls calls. Prints the
+Compiles the exported ONNX file exactly as onnx_backends.openvino_backend does (same precision hint, performance hint
+and threads) plus PERF_COUNT, runs the batch, and sums each operator type's real time over --calls calls. Prints the
 table and the mean time per call, and writes the table as a marked section of benchmarks/RESULTS.md (key
 `inference-profile-PRECISION-bBATCH`). Time it on a quiet machine.
 """

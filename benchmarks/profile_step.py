@@ -10,8 +10,8 @@ and fp32 matmul timed in the same run with the same threads, before and after th
 counts), and where the step's time goes: torch.profiler's self CPU time per operator, grouped into convolution
 forward and backward, batch norm, max-pool, ReLU, optimizer, copies and fills, compiled kernels (inductor graphs)
 and other; and the system (kernel) CPU time per step, which page faults on freshly mapped memory inflate
-(--no-reuse-freed-memory shows glibc's default). Warm-up (compilation included) is never timed or profiled, and the variants' timed steps and profiled
-windows alternate, so that other work on the machine slows all of them alike.
+(--no-reuse-freed-memory shows glibc's default). Warm-up (compilation included) is never timed or profiled, and the
+variants' timed steps and profiled windows alternate, so that other work on the machine slows all of them alike.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ in extra_info.
 The cases are alexnet_perf.backends' registry (backend_specs), the same backends parity checks, each built by
 create_backend with its defaults (which the tuning kept: benchmarks/RESULTS.md, "Tuning notes"; ONNX Runtime and
 OpenVINO on the CPU get as many threads as torch uses) and fed a normalised float32 NCHW batch already on its
-device; a timed call ends when the logits are ready (CUDA calls synchronise). Cases that cannot run here (no GPU, no CUDA
-provider, no AOTInductor package for CUDA in the set, no OpenVINO) are skipped with the backend's own reason.
+device; a timed call ends when the logits are ready (CUDA calls synchronise). Cases that cannot run here (no GPU, no
+CUDA provider, no AOTInductor package for CUDA in the set, no OpenVINO) are skipped with the backend's own reason.
 With --gpu-stand-in each CUDA backend is rehearsed by its CPU counterpart (stand_in), under the CUDA backend's name.
 """
 

@@ -168,8 +168,9 @@ def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: s
                      f"{r['val_seconds']:.1f} | {r['test_eval_seconds']:.1f} | {r['epochs']} | "
                      f"{r['images_per_second']:.0f} |")
     s = summary
-    lines.append(f"| **mean ± sd** | **{100 * s['test_accuracy']['mean']:.2f} ± {100 * s['test_accuracy']['sd']:.2f} "
-                 f"%** | **{100 * s['test_accuracy_tta']['mean']:.2f} ± {100 * s['test_accuracy_tta']['sd']:.2f} %** | "
+    plain, tta = s["test_accuracy"], s["test_accuracy_tta"]
+    lines.append(f"| **mean ± sd** | **{100 * plain['mean']:.2f} ± {100 * plain['sd']:.2f} "
+                 f"%** | **{100 * tta['mean']:.2f} ± {100 * tta['sd']:.2f} %** | "
                  f"**{s['wall_seconds']['mean']:.1f} ± {s['wall_seconds']['sd']:.1f}** | | "
                  f"{s['train_seconds']['mean']:.1f} | | | | {s['images_per_second']['mean']:.0f} |")
     if _is_extrapolated(recipe, runs):

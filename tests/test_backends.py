@@ -15,8 +15,8 @@ from alexnet_perf.backends import backend_specs, create_backend
 from alexnet_perf.checkpoint import load_model
 from alexnet_perf.errors import UserError
 from alexnet_perf.onnx_backends import openvino_backend, ort_backend, ort_session
-from alexnet_perf.torch_backends import (TorchBackend, aoti_backend, eager_backend, exact_fp32, exported_program_backend,
-                                         torchscript_backend)
+from alexnet_perf.torch_backends import (TorchBackend, aoti_backend, eager_backend, exact_fp32,
+                                         exported_program_backend, torchscript_backend)
 
 
 def _x(n: int = 4) -> torch.Tensor:

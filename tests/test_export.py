@@ -161,7 +161,8 @@ def test_every_artifact_records_its_source_checkpoint_readable_by_the_package(ex
 
 
 def test_export_functions_depend_on_neither_parity_nor_the_runtime_backends():
-    serving = "('alexnet_perf.parity', 'alexnet_perf.backend', 'alexnet_perf.torch_backends', 'alexnet_perf.onnx_backends')"
+    serving = ("('alexnet_perf.parity', 'alexnet_perf.backend', 'alexnet_perf.torch_backends', "
+               "'alexnet_perf.onnx_backends')")
     out = subprocess.run([sys.executable, "-c", "import sys, alexnet_perf.export; print(sorted(m for m in "
                           f"sys.modules if m.startswith({serving})))"],
                          capture_output=True, text=True, timeout=120)

@@ -195,7 +195,8 @@ def test_report_of_a_real_benchmark_run_shows_a_real_parity_runs_accuracy(export
     run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_inference.py", "-k",
                           f"({' or '.join(('eager-fp32', *timed))}) and 1]", "--benchmark-only",
                           "--benchmark-max-time=0.01", "--benchmark-min-rounds=1", f"--benchmark-json={bench}",
-                          f"--exports={exports}", "-p", "no:cacheprovider", "-q"], capture_output=True, text=True, timeout=300, cwd=REPO)
+                          f"--exports={exports}", "-p", "no:cacheprovider", "-q"], capture_output=True, text=True,
+                         timeout=300, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     text = report(tmp_path, bench, exports / "parity.json")

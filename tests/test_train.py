@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from alexnet_perf import training as training_module
-from alexnet_perf.checkpoint import last_path, load_checkpoint, restore_training, save_atomic, training_checkpoint
+from alexnet_perf.checkpoint import last_path, load_checkpoint, save_atomic
 from alexnet_perf.errors import UserError
 from alexnet_perf.train import train
 from alexnet_perf.train_config import TrainConfig
@@ -181,7 +181,7 @@ def test_training_state_round_trips_through_a_checkpoint(synthetic_cifar, tmp_pa
         a.step(x, y)
     a.progress.epoch, a.progress.history = 1, [{"epoch": 1}]
     b = build_training(cfg, data)
-    restore_training(b, training_checkpoint(a, {}))
+    b.restore(a.checkpoint({}))
     assert b.progress == a.progress
     for sa, sb in ((a.model, b.model), (a.evaluated_model, b.evaluated_model)):
         for (k, va), vb in zip(sa.state_dict().items(), sb.state_dict().values()):
@@ -278,7 +278,7 @@ def test_training_sets_tf32_as_configured_and_records_it(tf32):
         t = build_training(TrainConfig(batch_size=4, device="cpu", val_size=0, tf32=tf32, tensorboard=False),
                            (images, np.arange(8) % 10))
         assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cuda.matmul.allow_tf32 is tf32
-        assert training_checkpoint(t, {})["config"]["tf32"] is tf32
+        assert t.checkpoint({})["config"]["tf32"] is tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
