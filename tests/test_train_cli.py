@@ -1,9 +1,11 @@
 """`python -m alexnet_perf.train` as users type it: recipes, range checks, output checks, Ctrl-C, SIGTERM and
 --resume, concurrent runs on one checkpoint, a full disk."""
 
+import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -13,6 +15,7 @@ from alexnet_perf.checkpoint import last_path, load_checkpoint
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.train import PROG, CtrlC, main, train
 from alexnet_perf.train_config import TrainConfig
+from alexnet_perf.training import Training
 
 from conftest import full_disk
 
@@ -118,12 +121,36 @@ def test_a_second_ctrl_c_aborts_at_once(capsys):
         handler(signal.SIGINT, None)
 
 
-def test_an_abort_exits_130_in_one_line(capsys):
-    def aborted(cfg):
-        raise KeyboardInterrupt
+def test_a_second_ctrl_c_during_a_run_aborts_it_with_130_in_one_line_and_saves_nothing(synthetic_cifar, tmp_path,
+                                                                                        capsys, monkeypatch):
+    """Two real SIGINTs in the first step of a real run: the first asks for a save after the step, the second ends
+    the run at once: status 130, one line after the first one's notice, no checkpoint, the handlers put back."""
+    step = Training.step
 
-    assert flags.run(TrainConfig, aborted, PROG, "", []) == 130
-    assert capsys.readouterr().err == f"{PROG}: interrupted\n"
+    def step_then_ctrl_c_twice(t: Training, x, y):
+        out = step(t, x, y)
+        handler = signal.getsignal(signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        while not handler.is_set():  # the first Ctrl-C has reached the run's handler
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the second one's KeyboardInterrupt cuts this short
+        return out
+
+    monkeypatch.setattr(Training, "step", step_then_ctrl_c_twice)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    ckpt = tmp_path / "m.pth"
+    code = flags.run(TrainConfig, main, PROG, "", ["--epochs", "2", "--batch-size", "16", "--val-size", "64",
+                                                   "--device", "cpu", "--data-dir", str(synthetic_cifar),
+                                                   "--checkpoint", str(ckpt), "--no-tensorboard"])
+    out = capsys.readouterr()
+    assert code == 130 and "done:" not in out.out
+    assert out.err == ("\nCtrl-C: saving the last checkpoint after this step (signal again to abort without saving)\n"
+                       f"{PROG}: interrupted\n")
+    assert not ckpt.exists() and not last_path(ckpt).exists()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with claim_output(ckpt, "--checkpoint"):  # and the run's claim on its checkpoint is released
+        pass
 
 
 def test_a_second_sigterm_aborts_at_once_with_143(capsys):
