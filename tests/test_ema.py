@@ -1,5 +1,8 @@
 """alexnet_perf.ema: the exponential moving average of a model's weights and BatchNorm statistics."""
 
+import math
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -23,6 +26,12 @@ def test_ema_update_is_an_exponential_moving_average_of_weights_and_bn_statistic
     assert not any(p.requires_grad for p in ema.model.parameters())
 
 
-def test_ema_rejects_a_decay_outside_zero_one():
-    with pytest.raises(ValueError):
-        EMA(nn.Linear(1, 1), 1.0)
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5, math.nan, math.inf])
+def test_ema_rejects_a_decay_outside_zero_one_by_name(decay):
+    with pytest.raises(ValueError, match=re.escape(f"EMA decay must be in (0, 1), got {decay}")):
+        EMA(nn.Linear(1, 1), decay)
+
+
+@pytest.mark.parametrize("decay", [1e-6, 0.5, 0.999])
+def test_ema_accepts_a_decay_inside_zero_one(decay):
+    assert EMA(nn.Linear(1, 1), decay).decay == decay
