@@ -208,3 +208,14 @@ def test_fp32_evaluation_turns_tf32_off_and_records_it(trained, tmp_path, capsys
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
     assert json.loads((tmp_path / "eval.json").read_text())["tf32"] is False
+
+
+def test_tta_averages_the_logits_of_image_and_mirror_image():
+    from alexnet_perf.model import AlexNetCifar
+
+    model = AlexNetCifar().eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = (model(x) + model(x.flip(3))) / 2
+        torch.testing.assert_close(evaluate.predict(model, x, tta=True), expected)
+        torch.testing.assert_close(evaluate.predict(model, x, tta=False), model(x))

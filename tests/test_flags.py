@@ -2,8 +2,11 @@
 with exit status 2 before any work, and user mistakes never end in a traceback."""
 
 import dataclasses
+import errno
 import importlib
 import logging
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from alexnet_perf import flags
+from alexnet_perf.data import ARCHIVE_URL
 
 from conftest import benchmark_script
 
@@ -87,11 +91,23 @@ def test_train_without_data_says_where_it_looked(tmp_path):
     assert out.returncode == 2 and "CIFAR-10 not found" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_offline_download_fails_in_one_line_naming_the_source(tmp_path):
-    out = run("alexnet_perf.train", "--data-dir", str(tmp_path / "void"), "--download", "--epochs", "1",
-              cwd=tmp_path)
-    assert out.returncode == 2 and "downloading https://" in out.stderr and "Traceback" not in out.stderr
-    assert out.stderr.count("\n") == 1
+def test_an_unreachable_download_fails_in_one_line_naming_the_source(tmp_path):
+    """Whether this machine is online or not: every HTTP(S) request of the command goes through a proxy on a local
+    port that refuses connections (bound, never listening), so the download fails the same way everywhere."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        env = {**os.environ, **{name: proxy for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                                                         "all_proxy", "ALL_PROXY")}, "no_proxy": "", "NO_PROXY": ""}
+        out = subprocess.run([sys.executable, "-m", "alexnet_perf.train", "--data-dir", str(tmp_path / "void"),
+                              "--download", "--epochs", "1"], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path, env=env)
+    assert out.returncode == 2 and out.stdout == "" and out.stderr.count("\n") == 1
+    assert out.stderr.startswith(f"python -m alexnet_perf.train: error: CIFAR-10 not found in {tmp_path / 'void'} "
+                                 f"and downloading {ARCHIVE_URL} failed ("), out.stderr
+    assert f"[Errno {errno.ECONNREFUSED}] Connection refused" in out.stderr  # the proxy's refusal, not the network's
+    assert out.stderr.endswith("point --data-dir or CIFAR10_ROOT at a folder that holds them.\n")
+    assert not [p for p in (tmp_path / "void").rglob("*") if p.is_file()]  # nothing downloaded or half-written
 
 
 def test_commands_drop_only_torchs_no_cuda_runtime_notice():

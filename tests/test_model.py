@@ -1,4 +1,5 @@
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alexnet_perf.model import NUM_PARAMS_10_CLASSES, AlexNetCifar, count_parameters, flops_per_sample
@@ -37,9 +38,36 @@ def test_layer_sequence_is_the_seeds():
     ]
 
 
-def test_forward_gives_one_logit_per_class():
-    out = AlexNetCifar().eval()(torch.randn(3, 3, 32, 32))
-    assert out.shape == (3, 10)
+def _reference_forward(model: AlexNetCifar, x: torch.Tensor) -> torch.Tensor:
+    """The seed's network in eval mode written out with torch.nn.functional, reading the model's weights by name."""
+    w = model.state_dict()
+    h = x
+    for conv, padding, pool in ((0, 2, True), (4, 2, True), (8, 1, False), (12, 1, False), (16, 1, True)):
+        bn = f"features.{conv + 1}"
+        h = F.conv2d(h, w[f"features.{conv}.weight"], w[f"features.{conv}.bias"], padding=padding)
+        h = F.batch_norm(h, w[f"{bn}.running_mean"], w[f"{bn}.running_var"], w[f"{bn}.weight"], w[f"{bn}.bias"])
+        h = F.relu(h)
+        if pool:
+            h = F.max_pool2d(h, 2)
+    return F.linear(h.mean((2, 3)), w["classifier.2.weight"], w["classifier.2.bias"])
+
+
+def test_forward_is_the_seeds_network_with_one_logit_per_class_and_image():
+    torch.manual_seed(0)
+    model = AlexNetCifar().eval()
+    with torch.no_grad():  # BatchNorm statistics and affine parameters away from identity, so that each one counts
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+        x = torch.randn(3, 3, 32, 32)
+        out = model(x)
+        assert out.shape == (3, 10)
+        torch.testing.assert_close(out, _reference_forward(model, x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(x[1:2]), out[1:2], rtol=1e-4, atol=1e-5)  # each image's logits are its own
+        assert not torch.allclose(out[0], out[1])
 
 
 def test_flops_per_sample_are_twice_the_hand_counted_multiply_adds():

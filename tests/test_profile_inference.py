@@ -2,6 +2,8 @@
 unsafe files) are one line."""
 
 import shutil
+import time
+from collections import defaultdict
 
 import onnx
 import pytest
@@ -17,17 +19,63 @@ def script():
     yield from benchmark_script("profile_inference")
 
 
+class _Observed:
+    """OpenVINO's compiled model, its one infer request watched: each call's duration, and each executed operator's
+    own time as get_profiling_info reports it after a call (what the timed calls ask for)."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled, self.durations_ms, self.counters = compiled, [], []
+
+    def create_infer_request(self) -> "_Observed":
+        self.request = self.compiled.create_infer_request()
+        return self
+
+    def infer(self, inputs):
+        start = time.perf_counter()
+        out = self.request.infer(inputs)
+        self.durations_ms.append(1000 * (time.perf_counter() - start))
+        return out
+
+    def get_profiling_info(self):
+        info = self.request.get_profiling_info()
+        self.counters.append([(f"{i.node_type} ({i.exec_type})", i.real_time.total_seconds() * 1000)
+                              for i in info if i.status == i.Status.EXECUTED])
+        return info
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_every_executed_operator_is_timed_and_tabled(script, exported, precision):
+def test_every_executed_operator_is_timed_per_call_and_tabled(script, exported, precision, monkeypatch):
+    observed = []
+    load_artifact = script.load_artifact
+
+    def load_observed(path, load) -> _Observed:
+        observed.append(_Observed(load_artifact(path, load)))
+        return observed[-1]
+
+    monkeypatch.setattr(script, "load_artifact", load_observed)
     cfg = script.ProfileInferenceConfig(precision=precision, batch_size=4, calls=3, exports=str(exported.out),
                                         results=False)
     wall, per_type, operators = script.profile(cfg)
-    assert operators >= 8 and per_type and all(ms >= 0 for ms in per_type.values())
+
+    (seen,) = observed
+    assert len(seen.counters) == 3 and len(seen.durations_ms) == 50 + 3  # untimed warm-up, then the timed calls
+    expected: dict[str, float] = defaultdict(float)
+    for name, ms in (op for call in seen.counters for op in call):
+        expected[name] += ms / 3
+    assert per_type == pytest.approx(expected, rel=1e-9, abs=1e-12)  # every operator type, its mean per call
+    assert operators == sum(map(len, seen.counters)) // 3 and operators >= 8
     assert any(name.startswith("Convolution") for name in per_type)
-    assert sum(per_type.values()) > 0 and wall > 0
+    timed = sum(seen.durations_ms[-3:]) / 3  # the mean call as seen from inside the script's timing
+    assert timed <= wall <= 1.5 * timed + 1.0
+
     text = script.markdown(cfg, wall, per_type, operators)
-    rows = len(per_type) + 2  # header, rule, one row per operator type
-    assert f"OpenVINO {precision}, batch 4" in text and text.count("\n| ") == rows
+    assert f"OpenVINO {precision}, batch 4" in text
+    assert f"{wall:.4f} ms per call ({wall / 4:.4f} ms/sample)" in text
+    assert f"the {operators} executed operators' own counters sum to {sum(per_type.values()):.4f} ms per call" in text
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")][2:]
+    assert [name.strip() for name, _, _ in rows] == sorted(per_type, key=lambda name: -per_type[name])
+    assert [float(ms) for _, ms, _ in rows] == pytest.approx([per_type[n.strip()] for n, _, _ in rows], abs=1e-4)
+    assert sum(float(share.strip(" %")) for _, _, share in rows) == pytest.approx(100, abs=0.05 * len(rows))
 
 
 def test_missing_exports_and_bad_flags_are_one_line(script, tmp_path, capsys):

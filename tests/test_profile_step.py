@@ -2,8 +2,10 @@
 RESULTS.md section replaces only itself, and mistakes are refused in one line before any work."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
 from torch.autograd.profiler_util import FunctionEvent
 
 from alexnet_perf import flags
@@ -37,20 +39,38 @@ def tiny_run(profile_module, tmp_path_factory) -> tuple[dict, str]:
     return json.loads((folder / "p.json").read_text()), results.read_text()
 
 
-def test_json_categories_add_up_and_rates_are_positive(profile_module, tiny_run):
+def test_json_categories_add_up_and_rates_follow_from_the_timings(profile_module, tiny_run):
     record, _ = tiny_run
     assert [v["name"] for v in record["variants"]] == ["eager-fp32", "eager-bf16-channels-last"]
-    assert record["matrix_rates"]["bf16"]["best_gflops"] > 0
-    assert record["matrix_rates"]["fp32"]["best_gflops"] > 0
-    assert record["training_flops_per_sample"] == pytest.approx(215.9e6, rel=0.01)
+    assert [v["precision"] for v in record["variants"]] == ["fp32", "bf16"]
+    assert set(record["matrix_rates"]) == {"bf16", "fp32"}
+    for rate in record["matrix_rates"].values():  # the faster of the two ways, its best call and its median one
+        assert rate["best_gflops"] == max(rate["mm_best_gflops"], rate["conv1x1_best_gflops"])
+        assert rate["best_gflops"] == rate[f"{rate['way']}_best_gflops"] >= rate["median_gflops"] > 0
+    flops = record["training_flops_per_sample"]
+    assert flops == pytest.approx(215.9e6, rel=0.01)
     for v in record["variants"]:
         p = v["profile"]
         assert set(p["categories"]) == set(profile_module.CATEGORIES)
         assert sum(p["categories"].values()) == pytest.approx(p["total_ms"], rel=1e-6)
         assert p["total_ms"] == pytest.approx(p["wall_ms"], rel=0.2)  # the step wrapper covers Python too
         assert p["categories"]["convolution backward"] > 0 and p["categories"]["optimizer"] > 0
-        assert v["images_per_s"] > 0 and v["gflops"] > 0 and v["matrix_share"] > 0
+        assert len(v["step_times_ms"]) == 1 and v["ms_per_step"] == v["step_times_ms"][0] > 0  # --steps 1
+        assert v["images_per_s"] == pytest.approx(16 * 1000 / v["ms_per_step"])  # --batch-size 16
+        assert v["gflops"] == pytest.approx(flops * v["images_per_s"] / 1e9)
+        assert v["matrix_share"] == pytest.approx(v["gflops"] / record["matrix_rates"][v["precision"]]["best_gflops"])
         assert p["top_ops"] and all(op["category"] in profile_module.CATEGORIES for op in p["top_ops"])
+
+
+def test_matrix_rate_is_the_products_flops_over_its_fastest_and_median_call(profile_module, monkeypatch):
+    """A clock under which torch.mm's three timed calls take 3, 1 and 2 ms and the 1×1 convolution's 4 ms each."""
+    ticks = iter([0, 0.003, 1, 1.001, 2, 2.002, 3, 3.004, 4, 4.004, 5, 5.004])
+    monkeypatch.setattr(profile_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    rate = profile_module.matrix_rate(torch.float32, 64, reps=3)
+    flops = 2 * 64 ** 3  # multiply and add of each of the 64 × 64 × 64 products
+    assert rate == pytest.approx({"best_gflops": flops / 0.001 / 1e9, "median_gflops": flops / 0.002 / 1e9,
+                                  "way": "mm", "mm_best_gflops": flops / 0.001 / 1e9,
+                                  "conv1x1_best_gflops": flops / 0.004 / 1e9})
 
 
 def test_results_section_replaces_only_itself(tiny_run):

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from alexnet_perf import flags, parity
 from alexnet_perf.backends import backend_specs
@@ -71,6 +73,34 @@ def report(tmp_path, bench, parity=None, **overrides):
     return (tmp_path / "RESULTS.md").read_text()
 
 
+def pixels(path: Path) -> np.ndarray:
+    """The PNG at path as an RGB array (height, width, 3)."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("RGB"))
+
+
+LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]  # matplotlib's first four, in order
+
+
+def lines_drawn(plot: np.ndarray) -> int:
+    """How many of matplotlib's line colours the plot shows (each line's markers fill dozens of pixels)."""
+    return sum(int((plot == colour).all(axis=2).sum()) >= 20 for colour in LINE_COLOURS)
+
+
+def refused(tmp_path, capsys, *argv: str) -> str:
+    """Run the command with a RESULTS file already there; check that it exits 2, leaves that file as it was and
+    writes no plot; the one line it printed on stderr."""
+    results = tmp_path / "R.md"
+    results.write_text("# Results\n\nkept as it is\n")
+    code = flags.run(ReportConfig, main, PROG, "", [*argv, "--results", str(results)])
+    out = capsys.readouterr()
+    assert code == 2 and out.out == "" and out.err.count("\n") == 1 and out.err.endswith("\n"), out
+    assert results.read_text() == "# Results\n\nkept as it is\n" and not (tmp_path / "latency-cpu.png").exists()
+    assert out.err.startswith(f"{PROG}: error: ")
+    return out.err
+
+
 def row(text, *cells):
     """The table line starting with these cells."""
     prefix = "| " + " | ".join(map(str, cells)) + " |"
@@ -90,8 +120,17 @@ def test_table_has_ms_per_sample_throughput_speedup_and_parity_accuracy(tmp_path
     assert "- `test_inference[onnxruntime-cuda]` at batch 1, 128: no GPU here" in text
     assert "pytest benchmarks/ --benchmark-only" in text and "2026-11-29 04:25 UTC" in text
     assert "2 cores, Test CPU" in text and "(1-minute average, 2 cores): 0.25 at the start, 1.50 at the end" in text
-    png = tmp_path / "latency-cpu.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](latency-cpu.png)" in text
+    assert "](latency-cpu.png)" in text
+    plot = pixels(tmp_path / "latency-cpu.png")
+    assert plot.shape == (550, 800, 3) and lines_drawn(plot) == 3  # one line per inference backend
+
+    other = tmp_path / "other"
+    other.mkdir()
+    data = json.loads((tmp_path / "bench.json").read_text())
+    data["benchmarks"][3] = case("inference", "onnxruntime-cpu", 128, 0.05)  # was 0.25
+    (other / "bench.json").write_text(json.dumps(data))
+    report(other, other / "bench.json")
+    assert (pixels(other / "latency-cpu.png") != plot).any()  # the plot is of the timings, not a fixed picture
 
 
 @pytest.mark.parametrize("source, sha, why", [("random-init", None, "randomly initialised stand-in"),
@@ -110,8 +149,15 @@ def test_rerunning_replaces_only_its_own_section(tmp_path):
     assert report(tmp_path, bench) == first
     assert first.startswith("# Results\n\nIntro.\n\n" + other)
     assert first.count("<!-- begin benchmarks-cpu -->") == 1 and first.count("<!-- end benchmarks-cpu -->") == 1
+    cpu_plot = (tmp_path / "latency-cpu.png").read_bytes()
     gpu = report(tmp_path, bench, label="h200")
-    assert gpu.count("<!-- begin benchmarks-") == 2 and other in gpu and (tmp_path / "latency-h200.png").is_file()
+    assert gpu.count("<!-- begin benchmarks-") == 2 and other in gpu and "](latency-h200.png)" in gpu
+    assert (tmp_path / "latency-cpu.png").read_bytes() == cpu_plot
+    # the same timings under another label: the same plot but for its title, which names the label
+    old, new = pixels(tmp_path / "latency-cpu.png"), pixels(tmp_path / "latency-h200.png")
+    assert new.shape == old.shape and lines_drawn(new) == 3
+    differing_rows = np.nonzero((new != old).any(axis=(1, 2)))[0]
+    assert differing_rows.size and differing_rows.max() < 40
 
 
 def test_training_only_json_writes_no_plot(tmp_path):
@@ -120,11 +166,11 @@ def test_training_only_json_writes_no_plot(tmp_path):
     assert not (tmp_path / "latency-cpu.png").exists()
 
 
-def test_json_without_benchmark_figures_is_a_user_error(tmp_path):
+def test_json_without_benchmark_figures_is_one_line_saying_so_and_writes_nothing(tmp_path, capsys):
     bench = bench_json(tmp_path, benchmarks=[{"name": "test_other", "extra_info": {}, "stats": {}}])
-    code = flags.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
-                                                      "--results", str(tmp_path / "R.md")])
-    assert code == 2 and not (tmp_path / "R.md").exists()
+    err = refused(tmp_path, capsys, "--benchmark-json", str(bench))
+    assert err.startswith(f"{PROG}: error: {bench}: no benchmark in it carries ms_per_sample (is it the JSON of "
+                          f"`pytest benchmarks/ --benchmark-only --benchmark-json=...`?)")
 
 
 def test_missing_json_is_one_line_on_stderr(tmp_path):
@@ -134,13 +180,11 @@ def test_missing_json_is_one_line_on_stderr(tmp_path):
     assert "benchmark JSON not found" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_damaged_parity_json_is_one_line_and_writes_nothing(tmp_path):
+def test_damaged_parity_json_is_one_line_and_writes_nothing(tmp_path, capsys):
     damaged = tmp_path / "parity.json"
     damaged.write_text(json.dumps({"checkpoint_sha256": SHA, "reference": {"batch_size": 256}, "results": []}))
-    results = tmp_path / "RESULTS.md"
-    code = flags.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench_json(tmp_path)),
-                                                      "--parity", str(damaged), "--results", str(results)])
-    assert code == 2 and not results.exists() and not (tmp_path / "latency-cpu.png").exists()
+    err = refused(tmp_path, capsys, "--benchmark-json", str(bench_json(tmp_path)), "--parity", str(damaged))
+    assert err.startswith(f"{PROG}: error: {damaged}: not a parity report of this version (date is missing; ")
 
 
 @pytest.mark.parametrize("flag, message", [("--benchmark-json", "is a folder, not a benchmark JSON file"),
@@ -157,13 +201,13 @@ def test_a_folder_where_a_file_belongs_is_one_line_on_stderr(tmp_path, flag, mes
     assert not (tmp_path / "R.md").exists() and not (tmp_path / "p.png").exists()
 
 
-def test_malformed_case_in_benchmark_json_is_a_user_error(tmp_path):
+def test_malformed_case_in_benchmark_json_is_one_line_naming_the_case_and_field(tmp_path, capsys):
     broken = case("inference", "eager-fp32", 1, 2.0)
     broken["extra_info"]["batch_size"] = "one"
     bench = bench_json(tmp_path, benchmarks=[broken])
-    code = flags.run(ReportConfig, main, PROG, "", argv=["--benchmark-json", str(bench),
-                                                      "--results", str(tmp_path / "R.md")])
-    assert code == 2 and not (tmp_path / "R.md").exists()
+    err = refused(tmp_path, capsys, "--benchmark-json", str(bench))
+    assert err == (f"{PROG}: error: {bench}: benchmark 'test_inference[eager-fp32-1]' has a malformed "
+                   f"extra_info.batch_size is str, expected int\n")
 
 
 @pytest.mark.parametrize("field, value", [("ms_per_sample", -1.0), ("ms_per_sample", float("nan")),
