@@ -123,6 +123,7 @@ import os, signal, sys, time
 from alexnet_perf import flags
 from alexnet_perf.train import PROG, main
 from alexnet_perf.train_config import TrainConfig
+from alexnet_perf.training import Training
 
 step = Training.step
 
