@@ -10,12 +10,19 @@ memory traffic, and inductor's stock handling of two of them moves more bytes th
 - BatchNorm's stock backward stores an fp32 copy of each bf16 layer gradient; the rewrite reads the bf16 gradient
   directly.
 Inductor fuses both into the neighbouring BatchNorm and ReLU kernels.
+
+Compiled graphs are kept in torch's persistent caches (AOTAutograd's and inductor's, under
+$TORCHINDUCTOR_CACHE_DIR, by default in the system's temporary folder), so that a later run of the same shapes
+loads them instead of compiling again. The rewrites enter those caches' keys twice: the table pickles as the digest
+of this file, and the keys carry a tag naming it, so a stock compile never loads a rewritten graph, nor the reverse.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -25,6 +32,7 @@ aten = torch.ops.aten
 POOL = aten.max_pool2d_with_indices.default
 POOL_BACKWARD = aten.max_pool2d_with_indices_backward.default
 BATCH_NORM_BACKWARD = aten.native_batch_norm_backward.default
+REWRITES_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # changes with the rewrites' code
 
 
 def _pairs(value: int | Sequence[int], default: Sequence[int]) -> list[int]:
@@ -105,19 +113,41 @@ def fallback_notice(reason: BaseException) -> None:
           file=sys.stderr, flush=True)
 
 
-def _inductor_with_cpu_rewrites() -> Callable:
-    """Inductor with the rewrites above in its decomposition table. AOTAutograd's cache key ignores that table,
-    so that cache is off for this compile (inductor's own graph cache still applies). If compiling with the
-    rewrites fails when a graph is first compiled (inductor internals that moved), that graph and every later
-    one are compiled by stock inductor, after one line saying so."""
-    from torch._inductor.compile_fx import compile_fx
+class RewriteTable(dict):
+    """Inductor's decomposition table with the rewrites. Inductor hashes the table into its graph cache key, and
+    its functions do not pickle; the table pickles as the digest of the rewrites instead."""
+
+    def __reduce__(self) -> tuple[Callable, tuple[str]]:
+        return rewrite_table, (REWRITES_DIGEST,)
+
+
+def rewrite_table(digest: str = REWRITES_DIGEST) -> RewriteTable:
+    """Inductor's decomposition table with the rewrites above (digest: what the table pickles as)."""
     from torch._inductor.decomposition import select_decomp_table
     from torch._inductor.inductor_prims import _low_memory_max_pool_with_offsets
 
-    table = dict(select_decomp_table())
+    table = RewriteTable(select_decomp_table())
     table[POOL] = _pool_2x2(table[POOL], _low_memory_max_pool_with_offsets)
     table[POOL_BACKWARD] = _pool_2x2_backward
     table[BATCH_NORM_BACKWARD] = _batch_norm_backward_low_precision(table[BATCH_NORM_BACKWARD])
+    return table
+
+
+def cache_key_tag() -> str:
+    """torch.compiler's cache key tag while a graph is compiled with the rewrites: whatever tag the user set, and
+    the rewrites' digest. AOTAutograd keys its cache on the graph before decomposition, so without the tag a stock
+    compile of the same graph and a rewritten one would share entries."""
+    return "+".join(filter(None, (torch.compiler.config.cache_key_tag, f"alexnet_perf-rewrites-{REWRITES_DIGEST}")))
+
+
+def _inductor_with_cpu_rewrites() -> Callable:
+    """Inductor with the rewrites above in its decomposition table, its compiled graphs kept in torch's caches
+    under the rewrites' tag. If compiling with the rewrites fails when a graph is first compiled (inductor
+    internals that moved), that graph and every later one are compiled by stock inductor, after one line saying
+    so."""
+    from torch._inductor.compile_fx import compile_fx
+
+    table = rewrite_table()
     failed: list[BaseException] = []
 
     def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
@@ -125,7 +155,7 @@ def _inductor_with_cpu_rewrites() -> Callable:
             with warnings.catch_warnings(record=True) as caught:  # a failed attempt's warnings are not the user's
                 warnings.simplefilter("always")
                 try:
-                    with torch._functorch.config.patch(enable_autograd_cache=False):
+                    with torch.compiler.config.patch(cache_key_tag=cache_key_tag()):
                         compiled = compile_fx(gm, example_inputs, decompositions=table)
                 except Exception as e:  # noqa: BLE001 - any failure of the rewrites falls back to stock inductor
                     failed.append(e)

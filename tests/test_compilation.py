@@ -1,5 +1,12 @@
 """The CPU training compile's rewrites: max-pool gives exactly aten's values, indices and gradients (ties and NaN
-included) and BatchNorm's backward the stock decomposition's gradients, in eager calls and inside a compiled step."""
+included) and BatchNorm's backward the stock decomposition's gradients, in eager calls and inside a compiled step;
+the compiled graphs are kept in torch's persistent caches."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -192,3 +199,51 @@ def test_each_input_size_gets_a_graph_with_static_shapes(monkeypatch):
     assert all(isinstance(d, int) for inputs in shapes for item in inputs
                for d in (item if isinstance(item, tuple) else (item,)) if not isinstance(d, torch.Tensor))
     assert [inputs[-1] for inputs in shapes] == [(2, 3, 6, 6), (2, 3, 8, 8)]
+
+
+CACHED_COMPILE = """
+import json, torch
+from torch import nn
+from torch._dynamo.utils import counters
+from alexnet_perf.compilation import compile_network
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+net = compile_network(model.to(memory_format=torch.channels_last), torch.device("cpu"))
+x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    loss = net(x).float().sum()
+loss.backward()
+print(json.dumps({**counters["aot_autograd"], **counters["inductor"], "grad": model[0].weight.grad.sum().item()}))
+"""
+
+
+def _compile_in_a_new_process(cache_dir, tag: str = "") -> dict:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir), "TORCH_COMPILE_CACHE_KEY_TAG": tag}
+    run = subprocess.run([sys.executable, "-c", CACHED_COMPILE], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_a_later_process_loads_the_rewritten_graphs_from_the_persistent_caches(tmp_path):
+    """The first run compiles and saves; a second process with the same cache folder compiles nothing: AOTAutograd
+    and inductor both hit (inductor's key hashes the rewrite table, which must pickle for that), and computes the
+    same gradients. Another cache key tag (as a stock compile has none of the rewrites') misses."""
+    first = _compile_in_a_new_process(tmp_path)
+    assert first.get("autograd_cache_saved") == 1 and first.get("fxgraph_cache_miss") == 2
+    assert "fxgraph_cache_bypass" not in first
+    second = _compile_in_a_new_process(tmp_path)
+    assert second.get("autograd_cache_hit") == 1 and second.get("fxgraph_cache_hit") == 2
+    assert "fxgraph_cache_miss" not in second and second["grad"] == first["grad"]
+    other_tag = _compile_in_a_new_process(tmp_path, tag="another-compile")
+    assert other_tag.get("autograd_cache_miss") == 1 and "autograd_cache_hit" not in other_tag
+
+
+def test_the_rewrite_table_pickles_as_its_digest_and_the_tag_keeps_the_users():
+    table = compilation.rewrite_table()
+    assert pickle.loads(pickle.dumps(table)).keys() == table.keys()
+    assert compilation.REWRITES_DIGEST.encode() in pickle.dumps(table)
+    with torch.compiler.config.patch(cache_key_tag="mine"):
+        assert compilation.cache_key_tag() == f"mine+alexnet_perf-rewrites-{compilation.REWRITES_DIGEST}"
+    with torch.compiler.config.patch(cache_key_tag=""):
+        assert compilation.cache_key_tag() == f"alexnet_perf-rewrites-{compilation.REWRITES_DIGEST}"
