@@ -169,8 +169,9 @@ def _inductor_with_cpu_rewrites() -> Callable:
     return backend
 
 
-def compile_network(model: nn.Module, device: torch.device) -> nn.Module:
-    """torch.compile for training: on a CPU with the rewrites (above), elsewhere as is. They use inductor
+def compile_network(model: nn.Module, device: torch.device, mode: str | None = None) -> nn.Module:
+    """torch.compile for training: on a CPU with the rewrites (above), elsewhere as is, in torch.compile's mode
+    (on a GPU: reduce-overhead records CUDA graphs; the CPU compile has its one mode). The rewrites use inductor
     internals; where those differ (another torch version), stock inductor is used, and a line says so.
     Shapes stay static (dynamic=False): a run sees at most two input sizes (low-resolution first epochs, then
     32×32), and each gets its own graph with kernels specialised to it, where torch's default would recompile the
@@ -180,4 +181,5 @@ def compile_network(model: nn.Module, device: torch.device) -> nn.Module:
             return torch.compile(model, backend=_inductor_with_cpu_rewrites(), dynamic=False)
         except (ImportError, AttributeError, KeyError) as e:
             fallback_notice(e)
-    return torch.compile(model, dynamic=False)
+        return torch.compile(model, dynamic=False)
+    return torch.compile(model, dynamic=False, mode=mode)

@@ -247,3 +247,14 @@ def test_the_rewrite_table_pickles_as_its_digest_and_the_tag_keeps_the_users():
         assert compilation.cache_key_tag() == f"mine+alexnet_perf-rewrites-{compilation.REWRITES_DIGEST}"
     with torch.compiler.config.patch(cache_key_tag=""):
         assert compilation.cache_key_tag() == f"alexnet_perf-rewrites-{compilation.REWRITES_DIGEST}"
+
+
+def test_a_gpu_compile_keeps_static_shapes_in_the_mode_asked_for(monkeypatch):
+    """The recipes' CUDA steps compile as CPU training does, static shapes included; only the mode (CUDA graphs with
+    reduce-overhead) is the GPU's own. torch.compile is recorded, so no GPU is needed."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: calls.append(kwargs) or model)
+    model = nn.Linear(2, 2)
+    assert compile_network(model, torch.device("cuda"), "reduce-overhead") is model
+    assert compile_network(model, torch.device("cuda")) is model
+    assert calls == [{"dynamic": False, "mode": "reduce-overhead"}, {"dynamic": False, "mode": None}]
