@@ -78,5 +78,5 @@ def test_compiled_amp_training_then_evaluation_on_real_cifar(real_cifar_dir, tmp
     assert figure in evaluate.stdout
     printed = [line for line in train.stdout.splitlines() if line.startswith("Test accuracy")]
     assert printed == [line for line in evaluate.stdout.splitlines() if line.startswith("Test accuracy")]
-    assert figure in printed[0] and "flip TTA" in printed[1]  # the recipe (fast, the default) is scored with TTA
+    assert printed == [printed[0]] and figure in printed[0]  # fast, the default, is scored without TTA
     assert_confusion_png(tmp_path / "cm.png", confusion, f"{ckpt.name}: {100 * snap['accuracy']:.2f}% test accuracy")

@@ -59,7 +59,7 @@ def test_an_unusable_log_dir_is_refused_before_data_is_loaded(tmp_path, capsys):
 
 
 def test_recipe_flag_trains_that_recipe_with_overrides(synthetic_cifar, tmp_path):
-    out = train_cli("--recipe", "fast", "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--data-dir",
+    out = train_cli("--recipe", "fast", "--epochs", "1", "--batch-size", "16", "--tta", "--device", "cpu", "--data-dir",
                     str(synthetic_cifar), "--checkpoint", str(tmp_path / "m.pth"), "--no-tensorboard", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "done: kept the last epoch (1; no validation split)" in out.stdout
