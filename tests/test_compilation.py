@@ -60,8 +60,10 @@ def test_pools_with_overlapping_padded_or_partial_windows_keep_inductors_handlin
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_compiled_pool_step_uses_the_rewrite_and_matches_eager_exactly_on_tied_inputs(monkeypatch, dtype):
-    """Pool after ReLU (the network's order): zeros tie in most windows, and rounded values tie elsewhere."""
+def test_compiled_pool_step_uses_the_rewrite_and_matches_eager_exactly_on_tied_inputs(monkeypatch, tmp_path, dtype):
+    """Pool after ReLU (the network's order): zeros tie in most windows, and rounded values tie elsewhere. An empty
+    compile cache, so that the graph is traced here rather than loaded from an earlier run's cache."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     traced = []
     monkeypatch.setattr(compilation, "_pool_2x2_backward", lambda *args: traced.append(1) or _pool_2x2_backward(*args))
     torch.manual_seed(0)
