@@ -3,6 +3,7 @@ refused in one line before training."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -61,6 +62,28 @@ def test_one_run_learns_the_synthetic_classes_and_counts_recall_right(tta_module
     assert run["test_accuracy"] > 0.6 and run["test_accuracy_tta"] > 0.6  # one colour per class; chance is 0.1
     assert run["wall_seconds"] >= run["train_seconds"] > 0 and run["test_eval_seconds"] > 0
     assert run["per_class_recall"] == pytest.approx(_hand_counted_recall(tmp_path / "fast-0.pth", synthetic_cifar))
+
+
+@pytest.mark.parametrize("recipe, timed_tta", [("fast", False), ("best", True)])
+def test_the_timed_scoring_is_the_users_and_a_tta_figure_for_a_plain_recipe_is_scored_after_the_clock(
+        tta_module, synthetic_cifar, tmp_path, monkeypatch, recipe, timed_tta):
+    """The wall stops after the scoring `train` prints (TTA only where the recipe is scored with it), so a recipe
+    scored without TTA is not charged for the TTA figure reported beside it."""
+    clock, scorings = [0.0], []
+    real_score = tta_module.score_checkpoint
+
+    def score(*args, **options):
+        snap = real_score(*args, **options)
+        scorings.append((clock[0], snap["tta"] is not None))
+        clock[0] += 100.0  # each scoring "takes" 100 s on the patched clock
+        return snap
+
+    monkeypatch.setattr(tta_module, "score_checkpoint", score)
+    monkeypatch.setattr(tta_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    run = tta_module.run_once(recipe, 0, str(synthetic_cifar), tmp_path, epochs=1, batch_size=16, device="cpu",
+                              amp=False)
+    assert scorings[0][1] == timed_tta and len(scorings) == (1 if timed_tta else 2)
+    assert run["wall_seconds"] == 100.0 and 0 < run["test_accuracy_tta"] <= 1
 
 
 def test_summary_and_table_report_mean_and_sd(tta_module):
