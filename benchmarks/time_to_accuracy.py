@@ -115,7 +115,8 @@ def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **over
             "per_class_recall": list(snap["per_class_recall"].values()),
             "per_class_recall_tta": list(tta["per_class_recall"].values()), "test_accuracy_tta": tta["accuracy"],
             "wall_seconds": wall, "data_seconds": result.data_seconds, "train_seconds": result.train_seconds,
-            "val_seconds": result.eval_seconds, "test_eval_seconds": snap["latency_s"] + (snap["tta"] or {}).get("latency_s", 0.0),
+            "val_seconds": result.eval_seconds,
+            "test_eval_seconds": snap["latency_s"] + (snap["tta"] or {}).get("latency_s", 0.0),
             "epochs": result.epochs_done, "images_per_second": result.images_per_second,
             "threads": torch.get_num_threads(), "config": {**asdict(cfg), "checkpoint": Path(cfg.checkpoint).name}}
 
