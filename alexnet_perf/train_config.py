@@ -23,7 +23,7 @@ class TrainConfig:
 
     recipe: str = flags.option(DEFAULT_RECIPE, "named recipe whose settings become the defaults (flags still "
                                              "override): fast = quickest to the original's 83.18% test accuracy "
-                                             "(about 2 minutes on a 2-core CPU), best = highest accuracy (50 "
+                                             "(about 1.5 minutes on a 2-core CPU), best = highest accuracy (50 "
                                              "epochs), original = the original 500-epoch run",
                              choices=sorted(RECIPES), preset=True)
     epochs: int = flags.option(500, "number of epochs", at_least=1)
