@@ -156,9 +156,12 @@ def test_compile_says_in_one_line_when_the_rewrites_cannot_be_built_and_uses_sto
 
 
 def test_compile_falls_back_to_stock_inductor_in_one_line_when_the_rewrites_fail_at_the_first_compile(
-        monkeypatch, capsys):
+        monkeypatch, capsys, tmp_path):
     """The rewrites are traced only when the step is first compiled: a failure there (inductor internals that
-    moved) must not end the run; the step compiles with stock inductor and computes what eager computes."""
+    moved) must not end the run; the step compiles with stock inductor and computes what eager computes. An empty
+    compile cache, so that the graph is traced here rather than loaded from an earlier run's cache."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+
     def moved(*args):
         raise RuntimeError("inductor internals moved")
 
