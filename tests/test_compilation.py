@@ -20,6 +20,13 @@ from alexnet_perf.model import AlexNetCifar
 aten = torch.ops.aten
 
 
+@pytest.fixture
+def empty_compile_cache(monkeypatch, tmp_path):
+    """torch's compile caches in an empty folder, for tests that need the rewrites traced: a graph an earlier run
+    left in the shared cache would be loaded without tracing them."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+
+
 def _rewritten_pool():
     from torch._inductor.decomposition import select_decomp_table
     from torch._inductor.inductor_prims import _low_memory_max_pool_with_offsets
@@ -60,10 +67,9 @@ def test_pools_with_overlapping_padded_or_partial_windows_keep_inductors_handlin
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_compiled_pool_step_uses_the_rewrite_and_matches_eager_exactly_on_tied_inputs(monkeypatch, tmp_path, dtype):
-    """Pool after ReLU (the network's order): zeros tie in most windows, and rounded values tie elsewhere. An empty
-    compile cache, so that the graph is traced here rather than loaded from an earlier run's cache."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+def test_compiled_pool_step_uses_the_rewrite_and_matches_eager_exactly_on_tied_inputs(monkeypatch, empty_compile_cache,
+                                                                                      dtype):
+    """Pool after ReLU (the network's order): zeros tie in most windows, and rounded values tie elsewhere."""
     traced = []
     monkeypatch.setattr(compilation, "_pool_2x2_backward", lambda *args: traced.append(1) or _pool_2x2_backward(*args))
     torch.manual_seed(0)
@@ -156,12 +162,9 @@ def test_compile_says_in_one_line_when_the_rewrites_cannot_be_built_and_uses_sto
 
 
 def test_compile_falls_back_to_stock_inductor_in_one_line_when_the_rewrites_fail_at_the_first_compile(
-        monkeypatch, capsys, tmp_path):
+        monkeypatch, capsys, empty_compile_cache):
     """The rewrites are traced only when the step is first compiled: a failure there (inductor internals that
-    moved) must not end the run; the step compiles with stock inductor and computes what eager computes. An empty
-    compile cache, so that the graph is traced here rather than loaded from an earlier run's cache."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-
+    moved) must not end the run; the step compiles with stock inductor and computes what eager computes."""
     def moved(*args):
         raise RuntimeError("inductor internals moved")
 
