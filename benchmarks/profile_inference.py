@@ -3,8 +3,10 @@
     python benchmarks/profile_inference.py [--precision int8] [--batch-size 1] [--exports exports]
 
 Compiles the exported ONNX file exactly as onnx_backends.openvino_backend does (same precision hint, performance hint
-and threads) plus PERF_COUNT, runs the batch, and sums each operator type's real time over --calls calls. Prints the
-table and the mean time per call, and writes the table as a marked section of benchmarks/RESULTS.md (key
+and threads) plus PERF_COUNT, runs the batch, and sums each operator type's real time over --calls calls. Sets the
+rate the calls reach (the network's FLOPs, or int8 operations, per second) against the matrix rate of the same
+precision measured in the same run (alexnet_perf.matrix_rate, before and after the calls). Prints the table and the
+mean time per call, and writes them as a marked section of benchmarks/RESULTS.md (key
 `inference-profile-PRECISION-bBATCH`). Time it on a quiet machine.
 """
 
@@ -21,10 +23,13 @@ import torch
 from alexnet_perf import flags
 from alexnet_perf.artifacts import FILES, INT8, ONNX
 from alexnet_perf.artifacts import load_artifact
+from alexnet_perf.matrix_rate import fastest, matrix_rates
+from alexnet_perf.model import flops_per_sample
 from alexnet_perf.onnx_backends import openvino_config
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
 
 PROG = "python benchmarks/profile_inference.py"
+MATRIX_OPERATORS = ("Convolution", "FullyConnected", "MatMul")  # the operator types that do all the counted FLOPs
 
 
 @dataclass
@@ -34,13 +39,28 @@ class ProfileInferenceConfig:
     batch_size: int = flags.option(1, "images per call", at_least=1, at_most=4096)
     calls: int = flags.option(2000, "timed calls (after 50 untimed ones)", at_least=1)
     exports: str = flags.option("exports", "folder holding the exported ONNX files")
+    matrix_size: int = flags.option(2048, "N of the N×N×N products that measure the matrix rate of --precision",
+                                    at_least=16)
+    matrix_reps: int = flags.option(10, "timed products before and after the calls; the fastest gives the rate",
+                                    at_least=1)
     results: bool = flags.option(True, "write the table into --results-file")
     results_file: str = flags.option(LOCAL_RESULTS, "markdown file holding the section (benchmarks/RESULTS.md updates "
                                                   "the project's committed figures)")
 
 
-def profile(cfg: ProfileInferenceConfig) -> tuple[float, dict[str, float], int]:
-    """(mean ms per call, {operator type: ms per call}, operators executed) for cfg's backend."""
+@dataclass
+class InferenceProfile:
+    """Mean ms per call around infer, {operator type: ms per call}, operators executed per call, and the matrix rate
+    of the profiled precision (matrix_rate's record: the faster of before and after the calls)."""
+
+    wall_ms: float
+    per_type: dict[str, float]
+    operators: int
+    matrix_rate: dict[str, float]
+
+
+def profile(cfg: ProfileInferenceConfig) -> InferenceProfile:
+    """cfg's backend, profiled."""
     import openvino as ov
 
     path = Path(cfg.exports) / FILES[INT8 if cfg.precision == "int8" else ONNX]
@@ -51,6 +71,7 @@ def profile(cfg: ProfileInferenceConfig) -> tuple[float, dict[str, float], int]:
     x = np.random.default_rng(0).standard_normal((cfg.batch_size, 3, 32, 32), dtype=np.float32)
     for _ in range(50):
         request.infer({0: x})
+    before = matrix_rates((cfg.precision,), cfg.matrix_size, cfg.matrix_reps)
     per_type: dict[str, float] = defaultdict(float)
     executed, seconds = 0, 0.0
     for _ in range(cfg.calls):
@@ -61,26 +82,42 @@ def profile(cfg: ProfileInferenceConfig) -> tuple[float, dict[str, float], int]:
             if info.status == info.Status.EXECUTED:
                 per_type[f"{info.node_type} ({info.exec_type})"] += info.real_time.total_seconds() * 1000
                 executed += 1
-    return seconds * 1000 / cfg.calls, {k: v / cfg.calls for k, v in per_type.items()}, executed // cfg.calls
+    rate = fastest(before, matrix_rates((cfg.precision,), cfg.matrix_size, cfg.matrix_reps))[cfg.precision]
+    return InferenceProfile(seconds * 1000 / cfg.calls, {k: v / cfg.calls for k, v in per_type.items()},
+                            executed // cfg.calls, rate)
 
 
-def markdown(cfg: ProfileInferenceConfig, wall: float, per_type: dict[str, float], operators: int) -> str:
-    total = sum(per_type.values())
+def rate_line(cfg: ProfileInferenceConfig, p: InferenceProfile, flops: float) -> str:
+    """The rate of the whole call and of its matrix operators, against the matrix rate; flops: per sample."""
+    unit = "OP" if cfg.precision == "int8" else "FLOP"
+    matrix_ms = sum(ms for name, ms in p.per_type.items() if name.startswith(MATRIX_OPERATORS))
+    peak = p.matrix_rate["best_gflops"]
+    call, ops = (cfg.batch_size * flops / ms / 1e6 for ms in (p.wall_ms, matrix_ms))
+    return (f"Matrix rate of {cfg.precision} (`{p.matrix_rate['way']}`, {cfg.matrix_size}³, the faster of before "
+            f"and after the calls): **{peak:,.0f} G{unit}/s**. At {flops / 1e6:.1f} M{unit} per sample, the call "
+            f"(with the counters on) runs at {call:,.0f} G{unit}/s (**{100 * call / peak:.0f} %** of it); its convolution and "
+            f"fully-connected operators, which do all of those, at {ops:,.0f} G{unit}/s "
+            f"(**{100 * ops / peak:.0f} %**) in {matrix_ms:.4f} ms per call.")
+
+
+def markdown(cfg: ProfileInferenceConfig, p: InferenceProfile, flops: float) -> str:
+    """The section: the call's time, the rates, and the operator table; flops: the network's per sample."""
+    total = sum(p.per_type.values())
     lines = [f"### OpenVINO {cfg.precision}, batch {cfg.batch_size}: time per operator type", "",
              f"Command: `{flags.command_line(PROG, cfg)}`  ",
              f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {machine_description()}; "
              f"{torch.get_num_threads()} threads", "",
-             f"{wall:.4f} ms per call ({wall / cfg.batch_size:.4f} ms/sample) measured around `infer`; the "
-             f"{operators} executed operators' own counters sum to {total:.4f} ms per call.", "",
+             f"{p.wall_ms:.4f} ms per call ({p.wall_ms / cfg.batch_size:.4f} ms/sample) measured around `infer`; the "
+             f"{p.operators} executed operators' own counters sum to {total:.4f} ms per call.", "",
+             rate_line(cfg, p, flops), "",
              "| operator (kernel) | ms per call | share of operator time |", "| --- | ---: | ---: |"]
-    for name, ms in sorted(per_type.items(), key=lambda kv: -kv[1]):
+    for name, ms in sorted(p.per_type.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {ms:.4f} | {100 * ms / total:.1f} % |")
     return "\n".join(lines) + "\n"
 
 
 def main(cfg: ProfileInferenceConfig) -> int:
-    wall, per_type, operators = profile(cfg)
-    text = markdown(cfg, wall, per_type, operators)
+    text = markdown(cfg, profile(cfg), flops_per_sample()["inference"])
     print(text)
     if cfg.results:
         update_section(cfg.results_file, f"inference-profile-{cfg.precision}-b{cfg.batch_size}", text)

@@ -26,13 +26,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from torch import nn
 from torch.autograd.profiler_util import FunctionEvent
 
 from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.data import random_images
 from alexnet_perf.device import TORCH_VARIANTS, TorchVariant
+from alexnet_perf.matrix_rate import fastest, matrix_rates
 from alexnet_perf.model import flops_per_sample
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
 from alexnet_perf.train_config import TrainConfig
@@ -41,6 +41,7 @@ from alexnet_perf.training import Training, build_training
 PROG = "python benchmarks/profile_step.py"
 SECTION = "training-step-profile"
 RECIPE = "fast"
+PRECISIONS = ("bf16", "fp32")  # the variants' precisions, whose matrix rates are measured
 STEP_EVENT = "training step"  # record_function around each profiled step: its self time is Python between operators
 CATEGORIES = ("convolution forward", "convolution backward", "batch norm", "max-pool", "relu", "optimizer",
               "copies/fills", "compiled kernels (inductor graphs)", "other")
@@ -102,45 +103,6 @@ class VariantResult:
 
 
 # --- work -----------------------------------------------------------------------------------------------------
-
-def _timed_rates(run: Callable[[], object], flops: float, reps: int) -> dict[str, float]:
-    """GFLOP/s of run: the fastest of reps (after one untimed call) and the median."""
-    run()
-    seconds = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return {"best_gflops": flops / min(seconds) / 1e9, "median_gflops": flops / statistics.median(seconds) / 1e9}
-
-
-def matrix_rate(dtype: torch.dtype, n: int, reps: int) -> dict[str, float]:
-    """GFLOP/s of an n×n×n matrix product in dtype, done two ways: torch.mm (BLAS) and the same product as a 1×1
-    convolution (oneDNN, the library the network's convolutions use; on some CPUs the fp32 BLAS path is much slower
-    than oneDNN's). The faster way gives best_gflops and median_gflops; both are kept."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    x = a.view(1, n, 1, n).permute(0, 3, 1, 2)  # a's rows as the n pixels of a channels-last n×1 image
-    w = b.T.contiguous().view(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
-    flops = 2 * n ** 3
-    ways = {"mm": _timed_rates(lambda: torch.mm(a, b), flops, reps),
-            "conv1x1": _timed_rates(lambda: nn.functional.conv2d(x, w), flops, reps)}
-    fastest_way = max(ways, key=lambda k: ways[k]["best_gflops"])
-    return {**ways[fastest_way], "way": fastest_way,
-            **{f"{k}_best_gflops": r["best_gflops"] for k, r in ways.items()}}
-
-
-def matrix_rates(cfg: ProfileConfig) -> dict[str, dict[str, float]]:
-    """matrix_rate of bf16 and fp32, keyed by precision."""
-    return {name: matrix_rate(dtype, cfg.matrix_size, cfg.matrix_reps)
-            for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
-
-
-def fastest(*measurements: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Per precision, the measurement with the higher best rate: the rate is measured before and after the steps, so
-    that other work on the machine during one of them does not lower it."""
-    return {name: max((m[name] for m in measurements), key=lambda r: r["best_gflops"])
-            for name in measurements[0]}
-
 
 def build_variant(v: TorchVariant, batch_size: int, reuse_freed_memory: bool = True
                   ) -> tuple[Training, torch.Tensor, torch.Tensor]:
@@ -306,10 +268,10 @@ def run_profile(cfg: ProfileConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     load_start = os.getloadavg()[0]
-    before = matrix_rates(cfg)
+    before = matrix_rates(PRECISIONS, cfg.matrix_size, cfg.matrix_reps)
     flops = flops_per_sample()["training"]
     variants = measure_variants(cfg, flops)
-    rates = fastest(before, matrix_rates(cfg))
+    rates = fastest(before, matrix_rates(PRECISIONS, cfg.matrix_size, cfg.matrix_reps))
     for v in variants:
         v.matrix_share = v.gflops / rates[v.precision]["best_gflops"]
     return {"command": flags.command_line(PROG, cfg), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -54,28 +54,47 @@ def test_every_executed_operator_is_timed_per_call_and_tabled(script, exported, 
 
     monkeypatch.setattr(script, "load_artifact", load_observed)
     cfg = script.ProfileInferenceConfig(precision=precision, batch_size=4, calls=3, exports=str(exported.out),
-                                        results=False)
-    wall, per_type, operators = script.profile(cfg)
+                                        matrix_size=64, matrix_reps=1, results=False)
+    p = script.profile(cfg)
 
     (seen,) = observed
     assert len(seen.counters) == 3 and len(seen.durations_ms) == 50 + 3  # untimed warm-up, then the timed calls
     expected: dict[str, float] = defaultdict(float)
     for name, ms in (op for call in seen.counters for op in call):
         expected[name] += ms / 3
-    assert per_type == pytest.approx(expected, rel=1e-9, abs=1e-12)  # every operator type, its mean per call
-    assert operators == sum(map(len, seen.counters)) // 3 and operators >= 8
-    assert any(name.startswith("Convolution") for name in per_type)
+    assert p.per_type == pytest.approx(expected, rel=1e-9, abs=1e-12)  # every operator type, its mean per call
+    assert p.operators == sum(map(len, seen.counters)) // 3 and p.operators >= 8
+    assert any(name.startswith("Convolution") for name in p.per_type)
     timed = sum(seen.durations_ms[-3:]) / 3  # the mean call as seen from inside the script's timing
-    assert timed <= wall <= 1.5 * timed + 1.0
+    assert timed <= p.wall_ms <= 1.5 * timed + 1.0
+    assert p.matrix_rate["way"] in ({"int_mm"} if precision == "int8" else {"mm", "conv1x1"})
+    assert p.matrix_rate["best_gflops"] >= p.matrix_rate["median_gflops"] > 0
 
-    text = script.markdown(cfg, wall, per_type, operators)
+    text = script.markdown(cfg, p, 73.6e6)
     assert f"OpenVINO {precision}, batch 4" in text
-    assert f"{wall:.4f} ms per call ({wall / 4:.4f} ms/sample)" in text
-    assert f"the {operators} executed operators' own counters sum to {sum(per_type.values()):.4f} ms per call" in text
+    assert f"{p.wall_ms:.4f} ms per call ({p.wall_ms / 4:.4f} ms/sample) measured around `infer`" in text
+    total = sum(p.per_type.values())
+    assert f"the {p.operators} executed operators' own counters sum to {total:.4f} ms per call" in text
     rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")][2:]
-    assert [name.strip() for name, _, _ in rows] == sorted(per_type, key=lambda name: -per_type[name])
-    assert [float(ms) for _, ms, _ in rows] == pytest.approx([per_type[n.strip()] for n, _, _ in rows], abs=1e-4)
+    assert [name.strip() for name, _, _ in rows] == sorted(p.per_type, key=lambda name: -p.per_type[name])
+    assert [float(ms) for _, ms, _ in rows] == pytest.approx([p.per_type[n.strip()] for n, _, _ in rows], abs=1e-4)
     assert sum(float(share.strip(" %")) for _, _, share in rows) == pytest.approx(100, abs=0.05 * len(rows))
+
+
+def test_rates_are_the_networks_operations_over_the_call_and_over_its_matrix_operators(script):
+    """A batch of 128 at 73.6 MOP per sample: a 5 ms call, 4 ms of it in convolutions and the fully-connected layer,
+    against an int8 matrix rate of 2,000 GOP/s."""
+    cfg = script.ProfileInferenceConfig(precision="int8", batch_size=128)
+    per_type = {"Convolution (brgconv_avx512_I8)": 3.99, "FullyConnected (brgemm_avx512_i8)": 0.01,
+                "MaxPool (jit_avx512_i8)": 0.5, "FakeQuantize (jit_avx512_f32)": 0.3}
+    p = script.InferenceProfile(5.0, per_type, 12, {"best_gflops": 2000.0, "median_gflops": 1900.0, "way": "int_mm"})
+    line = script.rate_line(cfg, p, 73.6e6)
+    call, ops = 128 * 73.6e6 / 5e-3 / 1e9, 128 * 73.6e6 / 4e-3 / 1e9  # 1,884 and 2,355 GOP/s
+    assert "**2,000 GOP/s**" in line and "At 73.6 MOP per sample" in line
+    assert f"runs at {call:,.0f} GOP/s (**{100 * call / 2000:.0f} %** of it)" in line
+    assert f"at {ops:,.0f} GOP/s (**{100 * ops / 2000:.0f} %**) in 4.0000 ms per call" in line
+    fp32 = script.rate_line(script.ProfileInferenceConfig(precision="fp32", batch_size=128), p, 73.6e6)
+    assert "GFLOP/s" in fp32 and "GOP/s" not in fp32
 
 
 def test_missing_exports_and_bad_flags_are_one_line(script, tmp_path, capsys):
