@@ -57,3 +57,23 @@ def test_gpus_with_only_emulated_bf16_train_in_fp16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert amp_precision(cuda, True) == "bf16"
     assert amp_precision(cuda, False) == "fp32"
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_cpus_without_native_bf16_train_in_fp32(monkeypatch, machine):
+    """On a CPU without bf16 instructions oneDNN emulates bf16 through fp32, 10× slower than fp32 for the training
+    step on an AVX2 CPU: --amp must then mean fp32, and bf16 where the CPU has it."""
+    import platform
+
+    import torch
+
+    from alexnet_perf.device import amp_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+        assert amp_precision(cpu, True) == ("bf16" if native else "fp32")
+        assert amp_precision(cpu, False) == "fp32"
