@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from alexnet_perf import export, flags
@@ -105,7 +106,9 @@ def test_onnx_models_have_named_io_a_dynamic_batch_axis_and_pass_the_full_check(
         assert {o.domain: o.version for o in proto.opset_import}[""] == OPSET
 
 
-def test_int8_model_is_qdq_with_per_channel_int8_conv_weights(exported):
+def test_int8_model_is_qdq_with_per_channel_seven_bit_conv_weights(exported):
+    """7-bit weights: on CPUs without VNNI, pairs of u8 × s8 products are summed in saturating int16, which
+    8-bit weights overflow (255 × 127 × 2 > 32,767; 255 × 64 × 2 fits)."""
     proto = onnx.load(str(exported.paths["int8"]))
     inits = {i.name: i for i in proto.graph.initializer}
     conv_weights = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
@@ -113,6 +116,8 @@ def test_int8_model_is_qdq_with_per_channel_int8_conv_weights(exported):
     assert len(conv_weights) == 5
     for node in conv_weights:
         assert inits[node.input[0]].data_type == onnx.TensorProto.INT8
+        weights = numpy_helper.to_array(inits[node.input[0]])
+        assert np.abs(weights).max() == 64  # the 7-bit range [-64, 64], used to its end
         scale = inits[node.input[1]]
         assert list(scale.dims) == [inits[node.input[0]].dims[0]]  # one scale per output channel
     assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) >= 5  # activations are quantised too
