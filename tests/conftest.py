@@ -85,6 +85,16 @@ def real_cifar_dir() -> Path:
     return Path(root).resolve()
 
 
+def openvino_lacks_bf16() -> bool:
+    """Whether OpenVINO is importable but gets no BF16 from this CPU (no AVX-512 BF16 or AMX): it then refuses the
+    openvino-bf16 backend, which would otherwise fall back to fp32 silently."""
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    import openvino
+
+    return "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A checkpoint briefly trained on synthetic data and its four exported artifacts (no parity run), shared by
