@@ -95,8 +95,8 @@ def rate_line(cfg: ProfileInferenceConfig, p: InferenceProfile, flops: float) ->
     call, ops = (cfg.batch_size * flops / ms / 1e6 for ms in (p.wall_ms, matrix_ms))
     return (f"Matrix rate of {cfg.precision} (`{p.matrix_rate['way']}`, {cfg.matrix_size}³, the faster of before "
             f"and after the calls): **{peak:,.0f} G{unit}/s**. At {flops / 1e6:.1f} M{unit} per sample, the call "
-            f"(with the counters on) runs at {call:,.0f} G{unit}/s (**{100 * call / peak:.0f} %** of it); its convolution and "
-            f"fully-connected operators, which do all of those, at {ops:,.0f} G{unit}/s "
+            f"(with the counters on) runs at {call:,.0f} G{unit}/s (**{100 * call / peak:.0f} %** of it); its "
+            f"convolution and fully-connected operators, which do all of those, at {ops:,.0f} G{unit}/s "
             f"(**{100 * ops / peak:.0f} %**) in {matrix_ms:.4f} ms per call.")
 
 
