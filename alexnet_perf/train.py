@@ -203,6 +203,9 @@ def _train(cfg: TrainConfig, stop: StopFlag | None) -> TrainResult:
     splits = load_splits(cfg)
     data_seconds = time.perf_counter() - data_start
     t = build_training(cfg, *splits)
+    if cfg.amp and t.precision == "fp32":
+        print("--amp: this CPU has no native bf16 (AVX-512 BF16, AMX or Arm BF16), where emulated bf16 is slower than "
+              "fp32; training in fp32", flush=True)
     if ckpt is not None:
         t.restore(ckpt)
     interrupted = False

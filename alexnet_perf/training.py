@@ -206,9 +206,6 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, cfg.epochs, cfg.schedule, cfg.warmup_epochs))
     precision = amp_precision(device, cfg.amp)
-    if cfg.amp and precision == "fp32":
-        print("--amp: this CPU has no native bf16 (AVX-512 BF16, AMX or Arm BF16), where emulated bf16 is slower than "
-              "fp32; training in fp32", flush=True)
     return Training(cfg=cfg, device=device, precision=precision, model=model,
                     ema=EMA(model, cfg.ema) if cfg.ema else None,
                     net=compile_network(model, device) if cfg.compile else model, optimizer=optimizer,

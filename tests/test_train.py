@@ -218,6 +218,17 @@ def test_the_fast_recipe_gets_no_pointer_to_itself(synthetic_cifar, tmp_path, mo
     assert "estimate: 1 more epochs" in out and "--recipe fast" not in out
 
 
+def test_amp_run_on_a_cpu_without_bf16_says_it_trains_in_fp32(synthetic_cifar, tmp_path, monkeypatch, capsys):
+    import alexnet_perf.device as device
+
+    for native in (False, True):
+        monkeypatch.setattr(device, "cpu_has_bf16", lambda: native)
+        train(TrainConfig("fast", epochs=1, batch_size=16, amp=True, data_dir=str(synthetic_cifar), overwrite=True,
+                          checkpoint=str(tmp_path / "m.pth"), tensorboard=False, device="cpu"))
+        out = capsys.readouterr().out
+        assert out.startswith("--amp: this CPU has no native bf16") != native and "epoch 1/1" in out
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pth"
     save_atomic({"v": torch.ones(3)}, path)
