@@ -31,7 +31,7 @@ from torch.autograd.profiler_util import FunctionEvent
 from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
 from alexnet_perf.data import random_images
-from alexnet_perf.device import TORCH_VARIANTS, TorchVariant, amp_precision
+from alexnet_perf.device import TORCH_VARIANTS, TorchVariant
 from alexnet_perf.matrix_rate import fastest, matrix_rates
 from alexnet_perf.model import flops_per_sample
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
@@ -236,8 +236,8 @@ def chosen_variants(cfg: ProfileConfig) -> list[TorchVariant]:
 
 def measure_variants(cfg: ProfileConfig, flops: float) -> list[VariantResult]:
     """Build and warm every variant, time them alternating, then profile each."""
-    amp = amp_precision(torch.device("cpu"), True)  # bf16, or fp32 on a CPU without native bf16
-    built = {v.name(amp): build_variant(v, cfg.batch_size, cfg.reuse_freed_memory) for v in chosen_variants(cfg)}
+    variants = [(v, build_variant(v, cfg.batch_size, cfg.reuse_freed_memory)) for v in chosen_variants(cfg)]
+    built = {v.name(t.precision): (t, x, y) for v, (t, x, y) in variants}  # the precision the step really runs in
     steps = {name: step_fn(*parts) for name, parts in built.items()}
     for name, step in steps.items():
         print(f"warming up {name} ({cfg.warmup} steps)", flush=True)
