@@ -3,15 +3,16 @@
     python benchmarks/profile_step.py                          # batch 256: eager fp32, eager bf16, compiled bf16
     python benchmarks/profile_step.py --no-compiled --json .cache/bench/profile.json --no-results
 
-The step is train.py's own (build_training, Training.step) on one fixed batch of random images. For each variant
-the command prints images/s, achieved GFLOP/s (convolution and matmul FLOPs of a training step, counted with
-torch.utils.flop_counter), that rate's share of the measured matrix rate of the variant's precision (a large bf16
-and fp32 matmul timed in the same run with the same threads, before and after the steps: the better of the two
-counts), and where the step's time goes: torch.profiler's self CPU time per operator, grouped into convolution
-forward and backward, batch norm, max-pool, ReLU, optimizer, copies and fills, compiled kernels (inductor graphs)
-and other; and the system (kernel) CPU time per step, which page faults on freshly mapped memory inflate
-(--no-reuse-freed-memory shows glibc's default). Warm-up (compilation included) is never timed or profiled, and the
-variants' timed steps and profiled windows alternate, so that other work on the machine slows all of them alike.
+The step is train.py's own (build_training, Training.step) on one fixed batch of random images. For each variant the
+command prints images/s, achieved GFLOP/s (convolution and matmul FLOPs of a training step, counted with
+torch.utils.flop_counter), that rate's share of the measured matrix rate of the variant's precision (a large matmul
+in each precision the variants run in, timed in the same run with the same threads, before and after the steps: the
+better of the two counts; fp32 only on a CPU without native bf16, where `--amp` trains in fp32), and where the
+step's time goes: torch.profiler's self CPU time per operator, grouped into convolution forward and backward, batch
+norm, max-pool, ReLU, optimizer, copies and fills, compiled kernels (inductor graphs) and other; and the system
+(kernel) CPU time per step, which page faults on freshly mapped memory inflate (--no-reuse-freed-memory shows
+glibc's default). Warm-up (compilation included) is never timed or profiled, and the variants' timed steps and
+profiled windows alternate, so that other work on the machine slows all of them alike.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from alexnet_perf.training import Training, build_training
 PROG = "python benchmarks/profile_step.py"
 SECTION = "training-step-profile"
 RECIPE = "fast"
-PRECISIONS = ("bf16", "fp32")  # the variants' precisions, whose matrix rates are measured
 STEP_EVENT = "training step"  # record_function around each profiled step: its self time is Python between operators
 CATEGORIES = ("convolution forward", "convolution backward", "batch norm", "max-pool", "relu", "optimizer",
               "copies/fills", "compiled kernels (inductor graphs)", "other")
@@ -234,10 +234,15 @@ def chosen_variants(cfg: ProfileConfig) -> list[TorchVariant]:
     return [v for v in TORCH_VARIANTS if cfg.compiled or not v.compiled]
 
 
-def measure_variants(cfg: ProfileConfig, flops: float) -> list[VariantResult]:
-    """Build and warm every variant, time them alternating, then profile each."""
+def build_variants(cfg: ProfileConfig) -> dict[str, tuple[Training, torch.Tensor, torch.Tensor]]:
+    """Every chosen variant's training state and batch, named by the precision its step really runs in."""
     variants = [(v, build_variant(v, cfg.batch_size, cfg.reuse_freed_memory)) for v in chosen_variants(cfg)]
-    built = {v.name(t.precision): (t, x, y) for v, (t, x, y) in variants}  # the precision the step really runs in
+    return {v.name(t.precision): (t, x, y) for v, (t, x, y) in variants}
+
+
+def measure_variants(cfg: ProfileConfig, built: dict[str, tuple[Training, torch.Tensor, torch.Tensor]],
+                     flops: float) -> list[VariantResult]:
+    """Warm every built variant, time them alternating, then profile each."""
     steps = {name: step_fn(*parts) for name, parts in built.items()}
     for name, step in steps.items():
         print(f"warming up {name} ({cfg.warmup} steps)", flush=True)
@@ -269,10 +274,13 @@ def run_profile(cfg: ProfileConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     load_start = os.getloadavg()[0]
-    before = matrix_rates(PRECISIONS, cfg.matrix_size, cfg.matrix_reps)
+    built = build_variants(cfg)
+    # only the precisions the steps run in: a CPU without native bf16 takes many minutes over a bf16 product
+    precisions = tuple(sorted({t.precision for t, _, _ in built.values()}))
+    before = matrix_rates(precisions, cfg.matrix_size, cfg.matrix_reps)
     flops = flops_per_sample()["training"]
-    variants = measure_variants(cfg, flops)
-    rates = fastest(before, matrix_rates(PRECISIONS, cfg.matrix_size, cfg.matrix_reps))
+    variants = measure_variants(cfg, built, flops)
+    rates = fastest(before, matrix_rates(precisions, cfg.matrix_size, cfg.matrix_reps))
     for v in variants:
         v.matrix_share = v.gflops / rates[v.precision]["best_gflops"]
     return {"command": flags.command_line(PROG, cfg), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -352,8 +360,8 @@ def markdown(record: dict) -> str:
              "",
              f"Matrix rate ({record['matrix_size']}³ product, the faster of torch.mm and a 1×1 convolution, best "
              f"of the timed calls, before and after the steps): "
-             f"bf16 **{rates['bf16']['best_gflops']:.0f} GFLOP/s**, fp32 **{rates['fp32']['best_gflops']:.0f} "
-             f"GFLOP/s**. A training step is {record['training_flops_per_sample'] / 1e6:.1f} MFLOP per image "
+             + ", ".join(f"{name} **{rate['best_gflops']:.0f} GFLOP/s**" for name, rate in rates.items())
+             + f". A training step is {record['training_flops_per_sample'] / 1e6:.1f} MFLOP per image "
              f"(convolutions and the linear layer, forward and backward); batch {record['batch_size']}.", "",
              *summary_lines(record), "",
              "Where the step's time goes (torch.profiler, self CPU ms per step; other includes Python between "

@@ -44,7 +44,7 @@ def test_json_categories_add_up_and_rates_follow_from_the_timings(profile_module
     amp = amp_precision(torch.device("cpu"), True)  # bf16, or fp32 on a CPU without native bf16
     assert [v["name"] for v in record["variants"]] == ["eager-fp32", f"eager-{amp}-channels-last"]
     assert [v["precision"] for v in record["variants"]] == ["fp32", amp]
-    assert set(record["matrix_rates"]) == {"bf16", "fp32"}
+    assert set(record["matrix_rates"]) == {"fp32", amp}  # only the precisions the steps run in
     for rate in record["matrix_rates"].values():  # the faster of the two ways, its best call and its median one
         assert rate["best_gflops"] == max(rate["mm_best_gflops"], rate["conv1x1_best_gflops"])
         assert rate["best_gflops"] == rate[f"{rate['way']}_best_gflops"] >= rate["median_gflops"] > 0
@@ -61,6 +61,21 @@ def test_json_categories_add_up_and_rates_follow_from_the_timings(profile_module
         assert v["gflops"] == pytest.approx(flops * v["images_per_s"] / 1e9)
         assert v["matrix_share"] == pytest.approx(v["gflops"] / record["matrix_rates"][v["precision"]]["best_gflops"])
         assert p["top_ops"] and all(op["category"] in profile_module.CATEGORIES for op in p["top_ops"])
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_only_the_precisions_the_steps_run_in_get_a_matrix_rate(profile_module, capsys, tmp_path, monkeypatch,
+                                                                 native_bf16):
+    from alexnet_perf import device
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native_bf16)
+    code, out, _ = _cli(profile_module, capsys, *TINY, "--json", str(tmp_path / "p.json"), "--results-file",
+                        str(tmp_path / "RESULTS.md"))
+    record = json.loads((tmp_path / "p.json").read_text())
+    precisions = {"fp32", "bf16"} if native_bf16 else {"fp32"}
+    assert code == 0 and {v["precision"] for v in record["variants"]} == set(record["matrix_rates"]) == precisions
+    section = (tmp_path / "RESULTS.md").read_text()
+    assert ("bf16 **" in section) == native_bf16 and "fp32 **" in section
 
 
 def test_results_section_replaces_only_itself(tiny_run):
