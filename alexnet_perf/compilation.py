@@ -51,8 +51,8 @@ def _is_2x2_tiling(x: torch.Tensor, kernel_size: Any, stride: Any, padding: Any,
 def _window_corners(x: torch.Tensor) -> torch.Tensor:
     """Flat index (h * W + w) of each window's top-left input: the base aten's pool indices count from."""
     height, width = x.shape[-2:]
-    rows = torch.arange(height // 2, device=x.device) * (2 * width)
-    return rows.view(-1, 1) + torch.arange(width // 2, device=x.device).view(1, -1) * 2
+    rows = torch.arange(height // 2, dtype=torch.int32, device=x.device) * (2 * width)
+    return rows.view(-1, 1) + torch.arange(width // 2, dtype=torch.int32, device=x.device).view(1, -1) * 2
 
 
 def _pool_2x2(default: Callable, pool_with_offsets: Callable) -> Callable:
@@ -61,9 +61,13 @@ def _pool_2x2(default: Callable, pool_with_offsets: Callable) -> Callable:
         if not _is_2x2_tiling(x, kernel_size, stride, padding, dilation):
             return default(x, kernel_size, stride, padding, dilation, ceil_mode)
         values, offsets = pool_with_offsets(x, [2, 2], [2, 2], [0, 0], [1, 1], ceil_mode)
-        row = (offsets >= 2).to(torch.int64)  # offset = 2 * row + column within the window
-        column = offsets.to(torch.int64) - 2 * row
-        return values, _window_corners(x) + row * x.shape[-1] + column
+        # offset = 2 * row + column within the window, so the input's flat index is corner + row * W + column =
+        # corner + offset + row * (W - 2). Computed in int32 and widened last: before AVX-512, inductor converts
+        # int8 vectors to int64 lane by lane (int8 to int32 to int64 is vectorised), and the backward of every
+        # pool recomputes this for each input element.
+        local = offsets.to(torch.int32)
+        local = torch.where(local >= 2, local + (x.shape[-1] - 2), local)
+        return values, (_window_corners(x) + local).to(torch.int64)
     return pool
 
 
