@@ -55,9 +55,9 @@ def test_2x2_pool_rewrite_gives_aten_values_indices_and_gradients_with_ties_and_
 
 
 def test_2x2_pool_rewrite_widens_window_offsets_to_int64_only_from_int32_and_never_multiplies_int64():
-    """Before AVX-512, inductor converts int8 vectors to int64 and multiplies int64 vectors lane by lane; this index
-    arithmetic is recomputed for every input element in each pool's backward (it made the compiled fp32 step 13 %
-    slower than eager on an AVX2 CPU)."""
+    """Inductor's CPU code converts int8 vectors to int64 one lane at a time, and multiplies int64 vectors so too
+    before AVX-512; this index arithmetic is recomputed for every input element in each pool's backward (it made the
+    compiled fp32 step 9-14 % slower than eager on an AVX2 CPU)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     pool = _rewritten_pool()
