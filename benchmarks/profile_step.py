@@ -43,6 +43,7 @@ PROG = "python benchmarks/profile_step.py"
 SECTION = "training-step-profile"
 RECIPE = "fast"
 STEP_EVENT = "training step"  # record_function around each profiled step: its self time is Python between operators
+BuiltStep = tuple[Training, torch.Tensor, torch.Tensor]  # a variant's training state and its one batch
 CATEGORIES = ("convolution forward", "convolution backward", "batch norm", "max-pool", "relu", "optimizer",
               "copies/fills", "compiled kernels (inductor graphs)", "other")
 
@@ -104,8 +105,7 @@ class VariantResult:
 
 # --- work -----------------------------------------------------------------------------------------------------
 
-def build_variant(v: TorchVariant, batch_size: int, reuse_freed_memory: bool = True
-                  ) -> tuple[Training, torch.Tensor, torch.Tensor]:
+def build_variant(v: TorchVariant, batch_size: int, reuse_freed_memory: bool = True) -> BuiltStep:
     """train.py's training state for v on random images, and one batch from its loader."""
     cfg = TrainConfig(RECIPE, batch_size=batch_size, compile=v.compiled, amp=v.amp, channels_last=v.channels_last,
                       device="cpu", val_size=0, tensorboard=False, low_res_epochs=0,  # full-size images
@@ -234,14 +234,13 @@ def chosen_variants(cfg: ProfileConfig) -> list[TorchVariant]:
     return [v for v in TORCH_VARIANTS if cfg.compiled or not v.compiled]
 
 
-def build_variants(cfg: ProfileConfig) -> dict[str, tuple[Training, torch.Tensor, torch.Tensor]]:
+def build_variants(cfg: ProfileConfig) -> dict[str, BuiltStep]:
     """Every chosen variant's training state and batch, named by the precision its step really runs in."""
     variants = [(v, build_variant(v, cfg.batch_size, cfg.reuse_freed_memory)) for v in chosen_variants(cfg)]
     return {v.name(t.precision): (t, x, y) for v, (t, x, y) in variants}
 
 
-def measure_variants(cfg: ProfileConfig, built: dict[str, tuple[Training, torch.Tensor, torch.Tensor]],
-                     flops: float) -> list[VariantResult]:
+def measure_variants(cfg: ProfileConfig, built: dict[str, BuiltStep], flops: float) -> list[VariantResult]:
     """Warm every built variant, time them alternating, then profile each."""
     steps = {name: step_fn(*parts) for name, parts in built.items()}
     for name, step in steps.items():

@@ -69,8 +69,8 @@ def test_only_the_precisions_the_steps_run_in_get_a_matrix_rate(profile_module, 
     from alexnet_perf import device
 
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: native_bf16)
-    code, out, _ = _cli(profile_module, capsys, *TINY, "--json", str(tmp_path / "p.json"), "--results-file",
-                        str(tmp_path / "RESULTS.md"))
+    code, _, _ = _cli(profile_module, capsys, *TINY, "--json", str(tmp_path / "p.json"), "--results-file",
+                      str(tmp_path / "RESULTS.md"))
     record = json.loads((tmp_path / "p.json").read_text())
     precisions = {"fp32", "bf16"} if native_bf16 else {"fp32"}
     assert code == 0 and {v["precision"] for v in record["variants"]} == set(record["matrix_rates"]) == precisions
