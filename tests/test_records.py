@@ -1,5 +1,7 @@
 """alexnet_perf.records: each producer's marked section of a RESULTS file."""
 
+import os
+
 from alexnet_perf.records import update_section
 
 
@@ -11,3 +13,15 @@ def test_results_sections_are_replaced_in_place_and_others_kept(tmp_path):
     text = path.read_text()
     assert "second A" in text and "first A" not in text and "only B" in text
     assert text.index("second A") < text.index("only B")
+
+
+def test_the_machine_description_names_the_instruction_set_and_whether_bf16_is_native(monkeypatch):
+    import torch
+
+    from alexnet_perf import device, records
+
+    for native, words in ((True, "with native bf16"), (False, "without native bf16")):
+        monkeypatch.setattr(device, "cpu_has_bf16", lambda native=native: native)
+        text = records.machine_description()
+        assert text.startswith(f"{os.cpu_count()} cores, ")
+        assert f", {torch.backends.cpu.get_cpu_capability()} {words}" in text
