@@ -32,7 +32,7 @@ DESCRIPTION = ("Turn a pytest-benchmark JSON of benchmarks/ into a markdown tabl
                "samples/s, speed-up vs PyTorch eager fp32, parity's test accuracy) and a latency plot, "
                "in a marked section of a RESULTS file (.cache/results/RESULTS.md unless --results "
                "says otherwise).")
-_TEST_ID = re.compile(r"^(?P<test>[^\[]+)\[(?P<case>.+)-(?P<batch>\d+)\]$")
+_TEST_ID = re.compile(r"^(?P<test>[^\[]+)(?:\[(?P<case>.+?)(?:-(?P<batch>\d+))?\])?$")  # test[case-batch]
 
 
 @dataclass
@@ -167,16 +167,19 @@ def _fastest(entries: list[CaseInfo]) -> str:
 
 
 def _skipped(skipped: list[dict[str, str]]) -> list[str]:
-    """One line per skipped case family and reason, its batch sizes gathered."""
-    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    """One line per test, reason and set of batch sizes, naming every case skipped so."""
+    batches: dict[tuple[str, str, str], list[str]] = defaultdict(list)  # (test, reason, case) -> batch sizes
     for s in skipped:
         m = _TEST_ID.match(s["test"])
-        case, batch = (f"{m['test']}[{m['case']}]", m["batch"]) if m else (s["test"], "")
-        grouped[(case, s["reason"])].append(batch)
+        test, case, batch = (m["test"], m["case"] or "", m["batch"] or "") if m else (s["test"], "", "")
+        batches[(test, s["reason"], case)].append(batch)
+    cases: dict[tuple[str, str, tuple[str, ...]], list[str]] = defaultdict(list)
+    for (test, reason, case), found in batches.items():
+        cases[(test, reason, tuple(b for b in found if b))].append(case)
     lines = []
-    for (case, reason), batches in grouped.items():
-        where = f" at batch {', '.join(b for b in batches if b)}" if any(batches) else ""
-        lines.append(f"- `{case}`{where}: {reason}")
+    for (test, reason, sizes), names in cases.items():
+        named = f"{test}[{', '.join(names)}]" if any(names) else test
+        lines.append(f"- `{named}`" + (f" at batch {', '.join(sizes)}" if sizes else "") + f": {reason}")
     return lines
 
 

@@ -108,6 +108,24 @@ def row(text, *cells):
     return [c.strip() for c in line.strip("|").split("|")]
 
 
+def test_skipped_cases_of_one_test_reason_and_batch_sizes_share_one_line(tmp_path):
+    no_gpu, no_cuda = "device cuda asked for, but torch sees no CUDA GPU here", "torch sees no CUDA GPU here"
+    skipped = ([{"test": f"test_inference[{c}-{b}]", "reason": no_gpu} for c in ("eager-fp32-cuda", "aoti-cuda")
+                for b in (1, 128)]
+               + [{"test": "test_inference[onnxruntime-cuda-1]", "reason": no_gpu}]
+               + [{"test": f"test_recipe_step_cuda[{c}]", "reason": no_cuda} for c in ("fast-eager", "best-eager")]
+               + [{"test": "test_gpu_only", "reason": no_cuda}])
+    bench = bench_json(tmp_path)
+    data = json.loads(bench.read_text())
+    bench.write_text(json.dumps({**data, "skipped": skipped}))
+    text = report(tmp_path, bench)
+    listed = text.split("Skipped cases, with the reason the suite gave:\n\n")[1].split("\n<!--")[0].splitlines()
+    assert listed == [f"- `test_inference[eager-fp32-cuda, aoti-cuda]` at batch 1, 128: {no_gpu}",
+                      f"- `test_inference[onnxruntime-cuda]` at batch 1: {no_gpu}",
+                      f"- `test_recipe_step_cuda[fast-eager, best-eager]`: {no_cuda}",
+                      f"- `test_gpu_only`: {no_cuda}"]
+
+
 def test_table_has_ms_per_sample_throughput_speedup_and_parity_accuracy(tmp_path):
     text = report(tmp_path, bench_json(tmp_path), parity_json(tmp_path))
     inference, training = text.split("### Training throughput")
