@@ -1,9 +1,5 @@
-"""CIFAR-10: read the official python-version batches safely, cache them, and serve batches from the device.
-
-The whole split lives on the training device as uint8; every epoch is a device-side permutation, and
-augmentation (random crop of the image zero-padded by `crop_padding` px on each side, horizontal flip),
-normalisation and the channels-last layout are batched tensor ops there. No CPU DataLoader, no worker processes.
-"""
+"""CIFAR-10: read the official python-version batches safely (a restricted unpickler), cache them as one checked
+.npz, and split them as the seed did; loader.py serves them in batches from the training device."""
 
 from __future__ import annotations
 
@@ -15,11 +11,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .atomic import write_atomic
 from .errors import UserError
@@ -229,107 +222,3 @@ def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int):
         raise UserError(f"--val-size must be in 0..{len(images) - 1}, got {val_size}")
     cut = len(images) - val_size
     return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
-
-
-# --- batches on the device -----------------------------------------------------------------------------------
-
-def normalization_stats(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """MEAN and STD as (1, 3, 1, 1) float32 tensors on device. Made once per loader: built per batch on a GPU they
-    were two blocking host-to-device copies every step, which kept the CPU from running ahead of the GPU."""
-    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1))
-
-
-def normalize(images: torch.Tensor, channels_last: bool = True,
-              stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """uint8 (N, 3, H, W) → float32 scaled to [0, 1] and standardised with MEAN/STD (the model's input). stats:
-    normalization_stats of images' device, for callers that normalise many batches."""
-    mean, std = stats if stats is not None else normalization_stats(images.device)
-    x = (images.float() / 255 - mean) / std
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
-def random_crop(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int = 4,
-                size: int | None = None) -> torch.Tensor:
-    """Crop a size×size window (default: the image's size) from each image of the zero-padded batch at its own
-    offset (dx, dy) in 0..H+2*pad-size: one gather, no loop."""
-    n, c = images.shape[:2]
-    h = w = size or images.shape[-1]
-    padded = F.pad(images, (pad, pad, pad, pad))
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    chans = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
-
-
-def random_flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Mirror the images whose flip flag is set."""
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
-def input_size(epoch: int, low_res_epochs: int, low_res_size: int, full_size: int = 32) -> int:
-    """Training input size of epoch (0-based): low_res_size in the first low_res_epochs epochs, then full_size."""
-    return low_res_size if epoch < low_res_epochs else full_size
-
-
-class DeviceLoader:
-    """Batches of normalised images and labels from uint8 tensors resident on one device.
-
-    train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
-    augment, random crop + flip. low_res_epochs > 0: the first epochs train on random low_res_size crops (cheaper
-    per image; the network ends in global average pooling, so any input size works). All randomness of epoch e
-    comes from a generator seeded with (seed, e), so an epoch can be replayed, or resumed from any batch, exactly.
-    train=False: fixed order, every sample once.
-    """
-
-    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
-                 device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
-                 channels_last: bool = True, crop_padding: int = 4, low_res_epochs: int = 0,
-                 low_res_size: int = 32) -> None:
-        if batch_size < 1:
-            raise UserError(f"batch size must be positive, got {batch_size}")
-        if train and len(images) < batch_size:
-            raise UserError(f"the training set ({len(images)} images) is smaller than one batch ({batch_size})")
-        self.device = torch.device(device)
-        self.images = torch.as_tensor(images).to(self.device, torch.uint8).contiguous()
-        self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
-        self.batch_size, self.train, self.augment = batch_size, train, augment
-        self.seed, self.channels_last, self.crop_padding = seed, channels_last, crop_padding
-        self.low_res_epochs, self.low_res_size = low_res_epochs, low_res_size
-        self.stats = normalization_stats(self.device)
-
-    def __len__(self) -> int:
-        n = len(self.images)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.epoch(0)
-
-    def image_size(self, epoch: int) -> int:
-        """The side of the images served in training epoch `epoch`."""
-        return input_size(epoch, self.low_res_epochs, self.low_res_size, self.images.shape[-1])
-
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, bs = len(self.images), self.batch_size
-        size = self.image_size(epoch) if self.train else self.images.shape[-1]
-        pad = self.crop_padding if self.augment else 0
-        crop = self.train and (self.augment or size < self.images.shape[-1])
-        if self.train:
-            g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=g, device=self.device)
-            if crop:
-                span = self.images.shape[-1] + 2 * pad - size
-                offsets = torch.randint(0, span + 1, (2, n), generator=g, device=self.device)
-            if self.augment:
-                flips = torch.rand(n, generator=g, device=self.device) < 0.5
-        for i in range(start_batch, len(self)):
-            if not self.train:
-                x, y = self.images[i * bs:(i + 1) * bs], self.labels[i * bs:(i + 1) * bs]
-            else:
-                idx = order[i * bs:(i + 1) * bs]
-                x, y = self.images[idx], self.labels[idx]
-                if crop:
-                    x = random_crop(x, offsets[0, idx], offsets[1, idx], pad, size)
-                if self.augment:
-                    x = random_flip(x, flips[idx])
-            yield normalize(x, self.channels_last, self.stats), y

@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from . import flags
 from .atomic import check_writable, write_text_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
-from .data import CLASSES, DATA_DIR_HELP, DeviceLoader, load_cifar10
+from .data import CLASSES, DATA_DIR_HELP, load_cifar10
 from .device import amp_precision, autocast, resolve_device, set_tf32, synchronize
 from .errors import UserError
 from .figures import save_figure
+from .loader import DeviceLoader
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

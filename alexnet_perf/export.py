@@ -33,8 +33,9 @@ from .artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTED_PROGRAM, EXPORTER_PACKAGES
                         missing_artifacts, read_source_sha256, torchscript_deprecation_silenced)
 from .atomic import check_writable_dir, claim_output, os_error_in, write_atomic, write_failure
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
-from .data import CLASSES, DATA_DIR_HELP, load_cifar10, normalize, preprocessing
+from .data import CLASSES, DATA_DIR_HELP, load_cifar10, preprocessing
 from .errors import UserError
+from .loader import normalize
 from .records import versions
 
 OPSET = 18

@@ -29,7 +29,8 @@ from .atomic import check_writable_dir, claim_output, write_text_atomic
 from .backend_base import Backend, BackendUnavailable
 from .backends import REFERENCE, BackendSpec, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
-from .data import DATA_DIR_HELP, load_cifar10, normalize, random_images
+from .data import DATA_DIR_HELP, load_cifar10, random_images
+from .loader import normalize
 from .records import (PARITY_PROG, Inputs, OnRandomImages, OnTestImages, ParityReport, ParityRow, Reference, Tolerances,
                       machine_description, versions)
 

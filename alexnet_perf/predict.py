@@ -34,9 +34,10 @@ from .atomic import write_text_atomic
 from .backend_base import WARMUP_CALLS, Backend
 from .backends import REFERENCE, backend_spec, backend_specs, create_backend
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
-from .data import CLASSES, normalize
+from .data import CLASSES
 from .device import synchronize
 from .errors import UserError
+from .loader import normalize
 
 PROG = "python -m alexnet_perf.predict"
 INPUT_SIZE = 32

@@ -16,11 +16,12 @@ from torch import nn
 
 from .checkpoint import FORMAT
 from .compilation import compile_network
-from .data import CLASSES, DeviceLoader, load_cifar10, normalize, preprocessing, split_train_val
+from .data import CLASSES, load_cifar10, preprocessing, split_train_val
 from .device import amp_precision, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
 from .ema import EMA
 from .errors import UserError
 from .evaluate import EVAL_BATCH_SIZE
+from .loader import DeviceLoader, normalize
 from .model import AlexNetCifar
 from .train_config import TrainConfig
 from .whitening import whiten_first_conv

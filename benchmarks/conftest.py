@@ -31,8 +31,9 @@ import torch
 from alexnet_perf.artifacts import (AOTI_CPU, AOTI_CUDA, EXPORTER_PACKAGES, FILES, ONNX, ArtifactMetadata,
                                     missing_artifacts, present_artifacts, read_source_sha256)
 from alexnet_perf.backend_base import WARMUP_CALLS as BACKEND_WARMUP_CALLS
-from alexnet_perf.data import CLASSES, normalize, preprocessing, random_images
+from alexnet_perf.data import CLASSES, preprocessing, random_images
 from alexnet_perf.errors import UserError
+from alexnet_perf.loader import normalize
 from alexnet_perf.model import AlexNetCifar, flops_per_sample
 from alexnet_perf.records import CaseInfo, TimedArtifacts, machine_description, versions
 

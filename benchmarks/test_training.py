@@ -16,7 +16,7 @@ import torch
 
 from alexnet_perf.artifacts import INPUT_SHAPE
 from alexnet_perf.compilation import compile_network
-from alexnet_perf.data import DeviceLoader
+from alexnet_perf.loader import DeviceLoader
 from alexnet_perf.device import TORCH_VARIANTS, synchronize
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.train_config import TrainConfig

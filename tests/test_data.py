@@ -4,10 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from alexnet_perf.data import (MEAN, STD, Cifar10, DeviceLoader, input_size, load_cifar10, normalize, random_crop,
-                               random_flip, read_batch, read_cache, split_train_val)
+from alexnet_perf.data import Cifar10, load_cifar10, read_batch, read_cache, split_train_val
 from alexnet_perf.errors import UserError
 
 from conftest import write_batch
@@ -144,97 +142,6 @@ def test_split_is_the_seeds_first_and_last_images():
         split_train_val(images, labels, 50)
 
 
-def test_normalize_standardises_and_is_channels_last():
-    images = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
-    x = normalize(images)
-    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
-    expected = [(1 - m) / s for m, s in zip(MEAN, STD)]
-    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor(expected))
-
-
-def test_crop_shifts_with_zero_padding_and_flip_mirrors():
-    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).view(2, 3, 32, 32)
-    same = random_crop(images, torch.tensor([4, 4]), torch.tensor([4, 4]))
-    assert torch.equal(same, images)
-    shifted = random_crop(images, torch.tensor([0, 8]), torch.tensor([4, 4]))
-    assert torch.equal(shifted[0, :, :, 4:], images[0, :, :, :28]) and (shifted[0, :, :, :4] == 0).all()
-    assert torch.equal(shifted[1, :, :, :28], images[1, :, :, 4:]) and (shifted[1, :, :, 28:] == 0).all()
-    flipped = random_flip(images, torch.tensor([True, False]))
-    assert torch.equal(flipped[0], images[0].flip(2)) and torch.equal(flipped[1], images[1])
-
-
-def _loader(n=100, **kwargs):
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
-    images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)  # an id pixel that survives only without augmentation
-    return DeviceLoader(images, torch.arange(n) % 10, batch_size=16, **kwargs), images
-
-
-def test_train_epoch_is_a_permutation_with_drop_last_and_no_repeats():
-    loader, images = _loader(train=True)
-    batches = list(loader.epoch(0))
-    assert len(batches) == len(loader) == 100 // 16
-    ids = torch.cat([x[:, 0, 0, 0] for x, _ in batches])
-    mean0, std0 = MEAN[0], STD[0]
-    ids = torch.round((ids * std0 + mean0) * 255).long()
-    assert len(set(ids.tolist())) == len(ids) == 96
-    for x, y in batches:
-        assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-        assert x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_eval_order_is_fixed_and_complete():
-    loader, images = _loader(train=False)
-    ys = torch.cat([y for _, y in loader])
-    assert ys.tolist() == (torch.arange(100) % 10).tolist()
-
-
-def test_shuffling_is_seeded_and_differs_between_epochs():
-    a, _ = _loader(train=True, seed=3)
-    b = DeviceLoader(a.images, a.labels, 16, train=True, seed=3)
-    first = [y for _, y in a.epoch(0)]
-    assert all(torch.equal(p, q) for p, q in zip(first, [y for _, y in b.epoch(0)]))
-    assert not all(torch.equal(p, q) for p, q in zip(first, [y for _, y in a.epoch(1)]))
-
-
-def test_augmentation_changes_images_but_keeps_labels():
-    plain, images = _loader(train=True, seed=1)
-    aug = DeviceLoader(plain.images, plain.labels, 16, train=True, augment=True, seed=1)
-    changed = 0
-    for (x0, y0), (x1, y1) in zip(plain.epoch(0), aug.epoch(0)):
-        assert torch.equal(y0, y1)
-        changed += int((x0 != x1).flatten(1).any(1).sum())
-    assert changed > 80  # of 96: only the centre offset (1 of 81) without a flip leaves an image as it was
-
-
-def test_resuming_an_epoch_mid_way_replays_the_same_batches():
-    loader, _ = _loader(train=True, augment=True, seed=5)
-    full = list(loader.epoch(2))
-    tail = list(loader.epoch(2, start_batch=3))
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
-
-
-def test_crop_of_a_smaller_size_is_a_window_of_the_padded_image():
-    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).view(2, 3, 32, 32)
-    crops = random_crop(images, torch.tensor([0, 8]), torch.tensor([3, 0]), pad=0, size=24)
-    assert crops.shape == (2, 3, 24, 24)
-    assert torch.equal(crops[0], images[0, :, 3:27, 0:24]) and torch.equal(crops[1], images[1, :, 0:24, 8:32])
-
-
-def test_low_resolution_epochs_come_first_and_the_rest_are_full_size():
-    assert [input_size(e, 3, 24) for e in range(5)] == [24, 24, 24, 32, 32]
-    assert [input_size(e, 0, 16) for e in range(2)] == [32, 32]
-    loader, images = _loader(train=True, seed=2, low_res_epochs=2, low_res_size=20)
-    assert [loader.image_size(e) for e in range(4)] == [20, 20, 32, 32]
-    for epoch, size in ((0, 20), (1, 20), (2, 32)):
-        assert all(x.shape == (16, 3, size, size) for x, _ in loader.epoch(epoch))
-    windows_loader = DeviceLoader(images, torch.arange(100), 16, train=True, low_res_epochs=1, low_res_size=20)
-    x, y = next(iter(windows_loader.epoch(0)))  # without --augment: unpadded 20x20 windows of the images
-    windows = normalize(images, channels_last=False).unfold(2, 20, 1).unfold(3, 20, 1)  # (n, 3, 13, 13, 20, 20)
-    for crop, i in zip(x, y):
-        assert (windows[i] == crop[:, None, None]).permute(1, 2, 0, 3, 4).flatten(2).all(2).any()
-
-
-
 def test_fractional_labels_are_refused_not_truncated(tmp_path):
     path = tmp_path / "batch"
     with open(path, "wb") as f:
@@ -248,14 +155,3 @@ def test_a_test_batch_shorter_than_the_training_batches_is_refused(synthetic_cif
     write_batch(test_batch, np.zeros((63, 3, 32, 32), np.uint8), np.zeros(63, np.int64))  # one image cut off
     with pytest.raises(UserError, match="batches differ in size .*test_batch 63"):
         load_cifar10(str(synthetic_cifar), cache_dir=str(tmp_path / "cache"))
-
-
-def test_loader_batches_make_no_tensor_from_host_data(monkeypatch):
-    """On a GPU every tensor built from Python numbers is a blocking host-to-device copy: an epoch must not make
-    any per batch (the normalisation constants are made once, with the loader)."""
-    loader = DeviceLoader(np.zeros((64, 3, 32, 32), np.uint8), np.arange(64) % 10, 8, train=True, augment=True)
-    made = []
-    real = torch.tensor
-    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
-    batches = list(loader.epoch(0))
-    assert len(batches) == 8 and made == []

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_perf import evaluate, flags
-from alexnet_perf.data import DeviceLoader
+from alexnet_perf.loader import DeviceLoader
 from alexnet_perf.evaluate import EvalConfig, evaluate_model
 from alexnet_perf.train import train
 from alexnet_perf.train_config import TrainConfig

@@ -22,9 +22,10 @@ from alexnet_perf import export, flags
 from alexnet_perf.artifacts import AOTI_CPU, AOTI_CUDA, FILES, INT8, OPTIONAL, TORCHSCRIPT, read_source_sha256
 from alexnet_perf.atomic import claim_output
 from alexnet_perf.checkpoint import load_model, save_atomic, sha256_file
-from alexnet_perf.data import CLASSES, MEAN, STD, load_cifar10, normalize
+from alexnet_perf.data import CLASSES, MEAN, STD, load_cifar10
 from alexnet_perf.errors import Terminated, UserError
 from alexnet_perf.export import OPSET, ExportConfig, run_export
+from alexnet_perf.loader import normalize
 
 from conftest import full_disk
 

@@ -21,8 +21,9 @@ from alexnet_perf import flags, predict
 from alexnet_perf.backend_base import Backend, BackendUnavailable
 from alexnet_perf.backends import backend_spec, backend_specs
 from alexnet_perf.checkpoint import load_model
-from alexnet_perf.data import CLASSES, normalize, read_batch
+from alexnet_perf.data import CLASSES, read_batch
 from alexnet_perf.errors import UserError
+from alexnet_perf.loader import normalize
 from alexnet_perf.predict import PredictConfig, read_image, read_images, resize_to_input, run_predict, timed_logits
 
 CPU_BACKENDS = [spec.name for spec in backend_specs("cpu")]

@@ -12,7 +12,8 @@ from PIL import Image
 
 from alexnet_perf import flags
 from alexnet_perf.checkpoint import load_model
-from alexnet_perf.data import load_cifar10, normalize
+from alexnet_perf.data import load_cifar10
+from alexnet_perf.loader import normalize
 
 from conftest import benchmark_script, full_disk
 

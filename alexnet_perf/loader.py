@@ -1,0 +1,140 @@
+"""Batches served from tensors on the training device: the whole split lives there as uint8 pixels; every epoch is a
+device-side permutation, and augmentation (random crop of the image zero-padded by `crop_padding` px on each side,
+horizontal flip), normalisation and the channels-last layout are batched tensor ops there. No CPU DataLoader, no
+worker processes."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import MEAN, STD
+from .errors import UserError
+
+
+def normalization_stats(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEAN and STD as (1, 3, 1, 1) float32 tensors on device. Made once per loader: built per batch on a GPU they
+    were two blocking host-to-device copies every step, which kept the CPU from running ahead of the GPU."""
+    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1))
+
+
+def normalize(images: torch.Tensor, channels_last: bool = True,
+              stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → float32 scaled to [0, 1] and standardised with MEAN/STD (the model's input). stats:
+    normalization_stats of images' device, for callers that normalise many batches."""
+    mean, std = stats if stats is not None else normalization_stats(images.device)
+    x = (images.float() / 255 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def pixel_words(images: torch.Tensor, pad: int = 0) -> torch.Tensor:
+    """(N, H + 2·pad, W + 2·pad) int32: each pixel of the uint8 (N, 3, H, W) images, zero-padded by pad, as one
+    4-byte word holding its R, G and B bytes and a zero byte. A crop and flip then move whole pixels, one gathered
+    word each, and the pixels come out in channels-last order."""
+    rgb0 = F.pad(images.permute(0, 2, 3, 1), (0, 1, pad, pad, pad, pad))
+    return rgb0.contiguous().view(torch.int32).view(rgb0.shape[:3])
+
+
+def window_indices(words: torch.Tensor, idx: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, size: int,
+                   flip: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, size, size) indices into words.view(-1) (pixel_words) of the size×size window of image idx[i] whose
+    top-left pixel is at column dx[i], row dy[i], mirrored left to right where flip[i]: a batch's selection, crop
+    and flip as one gather."""
+    height, width = words.shape[1:]
+    steps = torch.arange(size, device=words.device)
+    cols = steps.expand(len(idx), size)
+    if flip is not None:
+        cols = torch.where(flip[:, None], steps.flip(0), cols)
+    corner = idx * (height * width) + dy * width + dx
+    return corner[:, None, None] + (steps * width)[None, :, None] + cols[:, None, :]
+
+
+def normalize_words(words: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                    channels_last: bool = True) -> torch.Tensor:
+    """normalize() of a batch of pixel words (n, h, w), value for value: mean and std are MEAN and STD repeated
+    for each of the h·w pixels (3·h·w values), so that every operation runs along whole rows of pixels."""
+    n, h, w = words.shape
+    x = words.view(torch.uint8).view(n, h, w, 4)[..., :3].float().view(n, -1)
+    x = ((x / 255 - mean) / std).view(n, h, w, 3).permute(0, 3, 1, 2)
+    return x if channels_last else x.contiguous()
+
+
+def input_size(epoch: int, low_res_epochs: int, low_res_size: int, full_size: int = 32) -> int:
+    """Training input size of epoch (0-based): low_res_size in the first low_res_epochs epochs, then full_size."""
+    return low_res_size if epoch < low_res_epochs else full_size
+
+
+class DeviceLoader:
+    """Batches of normalised images and labels from uint8 pixels resident on one device.
+
+    train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
+    augment, random crop (of the image zero-padded by crop_padding) + flip. low_res_epochs > 0: the first epochs
+    train on random low_res_size crops (cheaper per image; the network ends in global average pooling, so any input
+    size works). All randomness of epoch e comes from a generator seeded with (seed, e), so an epoch can be
+    replayed, or resumed from any batch, exactly. train=False: fixed order, every sample once.
+    The images are kept as pixel_words: a batch is one gather and four passes along contiguous rows, its values
+    those of normalize() of the cropped and flipped uint8 images, already channels-last.
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
+                 device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
+                 channels_last: bool = True, crop_padding: int = 4, low_res_epochs: int = 0,
+                 low_res_size: int = 32) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch size must be positive, got {batch_size}")
+        if train and len(images) < batch_size:
+            raise UserError(f"the training set ({len(images)} images) is smaller than one batch ({batch_size})")
+        self.device = torch.device(device)
+        self.pad = crop_padding if train and augment else 0
+        self.words = pixel_words(torch.as_tensor(images).to(self.device, torch.uint8), self.pad)
+        self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
+        self.batch_size, self.train, self.augment = batch_size, train, augment
+        self.seed, self.channels_last = seed, channels_last
+        self.low_res_epochs, self.low_res_size = low_res_epochs, low_res_size
+        self.stats = normalization_stats(self.device)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The uint8 (N, 3, H, W) images: a view of the pixel words."""
+        n, height, width = self.words.shape
+        p = self.pad
+        pixels = self.words.view(torch.uint8).view(n, height, width, 4)
+        return pixels[:, p:height - p, p:width - p, :3].permute(0, 3, 1, 2)
+
+    def __len__(self) -> int:
+        n = len(self.words)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)
+
+    def image_size(self, epoch: int) -> int:
+        """The side of the images served in training epoch `epoch`."""
+        return input_size(epoch, self.low_res_epochs, self.low_res_size, self.words.shape[-1] - 2 * self.pad)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, bs = len(self.words), self.batch_size
+        full = self.words.shape[-1] - 2 * self.pad
+        size = self.image_size(epoch) if self.train else full
+        crop = self.train and (self.augment or size < full)
+        if self.train:
+            g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g, device=self.device)
+            if crop:
+                offsets = torch.randint(0, full + 2 * self.pad - size + 1, (2, n), generator=g, device=self.device)
+            if self.augment:
+                flips = torch.rand(n, generator=g, device=self.device) < 0.5
+        mean, std = (s.view(3).repeat(size * size) for s in self.stats)
+        for i in range(start_batch, len(self)):
+            if not self.train:
+                words, y = self.words[i * bs:(i + 1) * bs], self.labels[i * bs:(i + 1) * bs]
+            else:
+                idx = order[i * bs:(i + 1) * bs]
+                y = self.labels[idx]
+                words = (self.words.view(-1)[window_indices(self.words, idx, offsets[0, idx], offsets[1, idx], size,
+                                                            flips[idx] if self.augment else None)]
+                         if crop else self.words[idx])
+            yield normalize_words(words, mean, std, self.channels_last), y

@@ -1,0 +1,131 @@
+"""alexnet_perf.loader: normalisation, the pixel-word gather (crop and flip), and the device loader's epochs."""
+
+import numpy as np
+import torch
+
+from alexnet_perf.data import MEAN, STD
+from alexnet_perf.loader import (DeviceLoader, input_size, normalization_stats, normalize, normalize_words,
+                                 pixel_words, window_indices)
+
+
+def test_normalize_standardises_and_is_channels_last():
+    images = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
+    x = normalize(images)
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    expected = [(1 - m) / s for m, s in zip(MEAN, STD)]
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor(expected))
+
+
+def _windows(images, pad, idx, dx, dy, size, flip=None):
+    """window_indices gathered from pixel_words, back as uint8 (n, 3, size, size)."""
+    words = pixel_words(images, pad)
+    at = window_indices(words, torch.tensor(idx), torch.tensor(dx), torch.tensor(dy), size,
+                        None if flip is None else torch.tensor(flip))
+    return words.view(-1)[at].view(torch.uint8).view(len(idx), size, size, 4)[..., :3].permute(0, 3, 1, 2)
+
+
+def test_window_gather_crops_the_zero_padded_images_and_flip_mirrors():
+    images = torch.randint(1, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    same = _windows(images, 4, [2, 0], [4, 4], [4, 4], 32)
+    assert torch.equal(same, images[[2, 0]])
+    shifted = _windows(images, 4, [0, 1], [0, 8], [4, 2], 32, flip=[False, True])
+    assert torch.equal(shifted[0, :, :, 4:], images[0, :, :, :28]) and (shifted[0, :, :, :4] == 0).all()
+    assert torch.equal(shifted[1], padded[1, :, 2:34, 8:40].flip(2))
+
+
+def test_normalising_pixel_words_gives_normalize_s_values_bit_for_bit():
+    images = torch.randint(0, 256, (5, 3, 24, 24), dtype=torch.uint8)
+    mean, std = (s.view(3).repeat(24 * 24) for s in normalization_stats("cpu"))
+    for channels_last in (True, False):
+        x = normalize_words(pixel_words(images), mean, std, channels_last)
+        expected = normalize(images, channels_last)
+        assert torch.equal(x, expected) and x.stride() == expected.stride()
+
+
+def _loader(n=100, **kwargs):
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)  # an id pixel that survives only without augmentation
+    return DeviceLoader(images, torch.arange(n) % 10, batch_size=16, **kwargs), images
+
+
+def test_train_epoch_is_a_permutation_with_drop_last_and_no_repeats():
+    loader, images = _loader(train=True)
+    batches = list(loader.epoch(0))
+    assert len(batches) == len(loader) == 100 // 16
+    ids = torch.cat([x[:, 0, 0, 0] for x, _ in batches])
+    mean0, std0 = MEAN[0], STD[0]
+    ids = torch.round((ids * std0 + mean0) * 255).long()
+    assert len(set(ids.tolist())) == len(ids) == 96
+    for x, y in batches:
+        assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+        assert x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_eval_order_is_fixed_and_complete():
+    loader, images = _loader(train=False)
+    ys = torch.cat([y for _, y in loader])
+    assert ys.tolist() == (torch.arange(100) % 10).tolist()
+
+
+def test_shuffling_is_seeded_and_differs_between_epochs():
+    a, _ = _loader(train=True, seed=3)
+    b = DeviceLoader(a.images, a.labels, 16, train=True, seed=3)
+    first = [y for _, y in a.epoch(0)]
+    assert all(torch.equal(p, q) for p, q in zip(first, [y for _, y in b.epoch(0)]))
+    assert not all(torch.equal(p, q) for p, q in zip(first, [y for _, y in a.epoch(1)]))
+
+
+def test_augmentation_changes_images_but_keeps_labels():
+    plain, images = _loader(train=True, seed=1)
+    aug = DeviceLoader(plain.images, plain.labels, 16, train=True, augment=True, seed=1)
+    changed = 0
+    for (x0, y0), (x1, y1) in zip(plain.epoch(0), aug.epoch(0)):
+        assert torch.equal(y0, y1)
+        changed += int((x0 != x1).flatten(1).any(1).sum())
+    assert changed > 80  # of 96: only the centre offset (1 of 81) without a flip leaves an image as it was
+
+
+def test_resuming_an_epoch_mid_way_replays_the_same_batches():
+    loader, _ = _loader(train=True, augment=True, seed=5)
+    full = list(loader.epoch(2))
+    tail = list(loader.epoch(2, start_batch=3))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
+
+
+def test_crop_of_a_smaller_size_is_a_window_of_the_padded_image():
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    crops = _windows(images, 0, [0, 1], [0, 8], [3, 0], 24)
+    assert crops.shape == (2, 3, 24, 24)
+    assert torch.equal(crops[0], images[0, :, 3:27, 0:24]) and torch.equal(crops[1], images[1, :, 0:24, 8:32])
+
+
+def test_the_loader_keeps_the_images_it_was_given():
+    loader, images = _loader(train=True, augment=True, crop_padding=3)
+    assert loader.images.shape == images.shape and torch.equal(loader.images, images)
+
+
+def test_low_resolution_epochs_come_first_and_the_rest_are_full_size():
+    assert [input_size(e, 3, 24) for e in range(5)] == [24, 24, 24, 32, 32]
+    assert [input_size(e, 0, 16) for e in range(2)] == [32, 32]
+    loader, images = _loader(train=True, seed=2, low_res_epochs=2, low_res_size=20)
+    assert [loader.image_size(e) for e in range(4)] == [20, 20, 32, 32]
+    for epoch, size in ((0, 20), (1, 20), (2, 32)):
+        assert all(x.shape == (16, 3, size, size) for x, _ in loader.epoch(epoch))
+    windows_loader = DeviceLoader(images, torch.arange(100), 16, train=True, low_res_epochs=1, low_res_size=20)
+    x, y = next(iter(windows_loader.epoch(0)))  # without --augment: unpadded 20x20 windows of the images
+    windows = normalize(images, channels_last=False).unfold(2, 20, 1).unfold(3, 20, 1)  # (n, 3, 13, 13, 20, 20)
+    for crop, i in zip(x, y):
+        assert (windows[i] == crop[:, None, None]).permute(1, 2, 0, 3, 4).flatten(2).all(2).any()
+
+
+
+def test_loader_batches_make_no_tensor_from_host_data(monkeypatch):
+    """On a GPU every tensor built from Python numbers is a blocking host-to-device copy: an epoch must not make
+    any per batch (the normalisation constants are made once, with the loader)."""
+    loader = DeviceLoader(np.zeros((64, 3, 32, 32), np.uint8), np.arange(64) % 10, 8, train=True, augment=True)
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    batches = list(loader.epoch(0))
+    assert len(batches) == 8 and made == []
