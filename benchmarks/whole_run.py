@@ -8,7 +8,8 @@ first `--compile` costs. Then --pairs pairs of one eager and one compiled run, t
 pair, the compiled runs loading what the first one cached: the ratio of the medians is what a user sees from the
 second run on. Every run trains seed 0 into a checkpoint and TensorBoard folder of its own in a temporary folder.
 Run nothing else meanwhile: the runs share the cores with whatever else runs (the 1-minute load average at the
-start and the end is recorded). The runs are recorded in --json and the whole-run-compile section of --results.
+start and the end is recorded). The runs are recorded in --json (with each run's epoch lines, where its images/s
+show which epochs differ) and the whole-run-compile section of --results.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def measure_runs(cfg: WholeRunConfig, run: Runner = run_process) -> list[dict]:
         for i, mode in enumerate(order(cfg.pairs)):
             print(f"run {i + 1}/{2 * cfg.pairs + 1}: {mode} ...", end=" ", flush=True)
             seconds, output = run(train_command(cfg, mode != EAGER, Path(tmp) / f"run{i}"), env)
-            runs.append({"mode": mode, "seconds": seconds, "test_accuracy": printed_accuracy(output)})
+            runs.append({"mode": mode, "seconds": seconds, "test_accuracy": printed_accuracy(output),
+                         "epoch_lines": [line for line in output.splitlines() if line.startswith("epoch ")]})
             print(f"{seconds:.1f} s, test accuracy {100 * runs[-1]['test_accuracy']:.2f}%", flush=True)
     return runs
 

@@ -32,7 +32,8 @@ class StandIn:
         self.calls.append({"compiled": compiled, "cache": cache, "cache_existed": cache.exists()})
         if compiled:
             cache.mkdir(parents=True, exist_ok=True)
-        return self.seconds[mode].pop(0), "done: ...\nTest accuracy:           83.25% (8325/10000)\n"
+        return (self.seconds[mode].pop(0), "epoch 1/1  train loss 2.0  2500 img/s\ndone: ...\n"
+                "Test accuracy:           83.25% (8325/10000)\n")
 
 
 def test_one_cold_compiled_run_comes_first_then_pairs_alternate_and_compiled_runs_share_its_new_cache(
@@ -51,7 +52,9 @@ def test_summary_is_compiled_over_eager_medians_and_lands_in_json_and_section(wh
     results, record = tmp_path / "RESULTS.md", tmp_path / "runs.json"
     cfg = whole_run.WholeRunConfig(pairs=3, data_dir=str(synthetic_cifar), results=str(results), json=str(record))
     whole_run.main(cfg, runner)
-    summary = json.loads(record.read_text())["summary"]
+    saved = json.loads(record.read_text())
+    summary = saved["summary"]
+    assert saved["runs"][0]["epoch_lines"] == ["epoch 1/1  train loss 2.0  2500 img/s"]
     assert summary["compiled_median"] == 25.0 and summary["eager_median"] == 26.0
     assert summary["ratio"] == pytest.approx(25 / 26) and summary["cold_seconds"] == 60.0
     assert summary["pair_ratios"] == pytest.approx([20 / 24, 30 / 26, 25 / 40])
