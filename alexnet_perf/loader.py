@@ -21,11 +21,9 @@ def normalization_stats(device: torch.device | str) -> tuple[torch.Tensor, torch
     return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1))
 
 
-def normalize(images: torch.Tensor, channels_last: bool = True,
-              stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """uint8 (N, 3, H, W) → float32 scaled to [0, 1] and standardised with MEAN/STD (the model's input). stats:
-    normalization_stats of images' device, for callers that normalise many batches."""
-    mean, std = stats if stats is not None else normalization_stats(images.device)
+def normalize(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → float32 scaled to [0, 1] and standardised with MEAN/STD (the model's input)."""
+    mean, std = normalization_stats(images.device)
     x = (images.float() / 255 - mean) / std
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
