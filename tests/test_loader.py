@@ -119,7 +119,6 @@ def test_low_resolution_epochs_come_first_and_the_rest_are_full_size():
         assert (windows[i] == crop[:, None, None]).permute(1, 2, 0, 3, 4).flatten(2).all(2).any()
 
 
-
 def test_loader_batches_make_no_tensor_from_host_data(monkeypatch):
     """On a GPU every tensor built from Python numbers is a blocking host-to-device copy: an epoch must not make
     any per batch (the normalisation constants are made once, with the loader)."""
