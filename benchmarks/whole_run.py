@@ -56,9 +56,17 @@ class WholeRunConfig:
 Runner = Callable[[list[str], dict[str, str]], tuple[float, str]]
 
 
+def train_flags(cfg: WholeRunConfig) -> list[str]:
+    """--train-args split as a shell would split them; a UserError for unbalanced quotes."""
+    try:
+        return shlex.split(cfg.train_args)
+    except ValueError as e:
+        raise UserError(f"--train-args {cfg.train_args!r}: {e}") from None
+
+
 def train_command(cfg: WholeRunConfig, compiled: bool, folder: Path) -> list[str]:
     """The user's command for one run, writing into folder."""
-    command = [sys.executable, "-m", "alexnet_perf.train", "--recipe", cfg.recipe, *shlex.split(cfg.train_args)]
+    command = [sys.executable, "-m", "alexnet_perf.train", "--recipe", cfg.recipe, *train_flags(cfg)]
     if cfg.data_dir:
         command += ["--data-dir", cfg.data_dir]
     command += ["--checkpoint", str(folder / "model.pth"), "--log-dir", str(folder / "tensorboard")]
@@ -131,15 +139,17 @@ def markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_outputs(cfg: WholeRunConfig) -> None:
+def check_config(cfg: WholeRunConfig) -> None:
+    """Refuse, before any run, further train flags that cannot be split and outputs that cannot be written."""
+    train_flags(cfg)
     for path, name in ((cfg.json, "--json"), (cfg.results, "--results")):
         if path:
             check_writable(path, name)
 
 
 def main(cfg: WholeRunConfig, run: Runner = run_process) -> int:
-    """Check the outputs and the data, time the runs, print and record the summary."""
-    check_outputs(cfg)
+    """Check the configuration and the data, time the runs, print and record the summary."""
+    check_config(cfg)
     load_cifar10(cfg.data_dir)  # missing data fails here, and the runs read the decoded cache
     load = [os.getloadavg()[0]]
     runs = measure_runs(cfg, run)

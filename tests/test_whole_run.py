@@ -81,6 +81,14 @@ def test_missing_data_is_refused_before_any_run(whole_run, tmp_path):
     assert runner.calls == []
 
 
+def test_train_args_with_unbalanced_quotes_are_refused_in_one_line_before_any_run(whole_run, synthetic_cifar):
+    runner = StandIn({})
+    cfg = whole_run.WholeRunConfig(data_dir=str(synthetic_cifar), train_args='--epochs "1', results="")
+    with pytest.raises(UserError, match="--train-args .*No closing quotation"):
+        whole_run.main(cfg, runner)
+    assert runner.calls == []
+
+
 def test_a_real_train_process_is_timed_and_its_accuracy_read(whole_run, synthetic_cifar, tmp_path):
     cfg = whole_run.WholeRunConfig(data_dir=str(synthetic_cifar), train_args="--epochs 1 --limit-train 128")
     command = whole_run.train_command(cfg, False, tmp_path / "run")
