@@ -1,6 +1,6 @@
 """Batches served from tensors on the training device: the whole split lives there as uint8 pixels; every epoch is a
 device-side permutation, and augmentation (random crop of the image zero-padded by `crop_padding` px on each side,
-horizontal flip), normalisation and the channels-last layout are batched tensor ops there. No CPU DataLoader, no
+horizontal flip, cutout), normalisation and the channels-last layout are batched tensor ops there. No CPU DataLoader, no
 worker processes."""
 
 from __future__ import annotations
@@ -60,6 +60,19 @@ def normalize_words(words: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     return x if channels_last else x.contiguous()
 
 
+def cut_out(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, side: int) -> torch.Tensor:
+    """Cutout (DeVries & Taylor, 2017), in place: in each normalised image x[i] (n, C, H, W), the side×side square
+    centred on pixel (rows[i], cols[i]) and clipped at the border is set to 0, the dataset's mean pixel."""
+    height, width = x.shape[-2:]
+    start = side // 2
+
+    def inside(centres: torch.Tensor, length: int) -> torch.Tensor:
+        offset = torch.arange(length, device=x.device) - (centres[:, None] - start)
+        return (offset >= 0) & (offset < side)
+
+    return x.masked_fill_((inside(rows, height)[:, :, None] & inside(cols, width)[:, None, :])[:, None], 0.0)
+
+
 def input_size(epoch: int, low_res_epochs: int, low_res_size: int, full_size: int = 32) -> int:
     """Training input size of epoch (0-based): low_res_size in the first low_res_epochs epochs, then full_size."""
     return low_res_size if epoch < low_res_epochs else full_size
@@ -69,7 +82,8 @@ class DeviceLoader:
     """Batches of normalised images and labels from uint8 pixels resident on one device.
 
     train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
-    augment, random crop (of the image zero-padded by crop_padding) + flip. low_res_epochs > 0: the first epochs
+    augment, random crop (of the image zero-padded by crop_padding) + flip; cutout > 0: cut_out a square of that side
+    at a uniformly drawn centre of each training image. low_res_epochs > 0: the first epochs
     train on random low_res_size crops (cheaper per image; the network ends in global average pooling, so any input
     size works). All randomness of epoch e comes from a generator seeded with (seed, e), so an epoch can be
     replayed, or resumed from any batch, exactly. train=False: fixed order, every sample once.
@@ -80,7 +94,7 @@ class DeviceLoader:
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
                  device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
                  channels_last: bool = True, crop_padding: int = 4, low_res_epochs: int = 0,
-                 low_res_size: int = 32) -> None:
+                 low_res_size: int = 32, cutout: int = 0) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
         if train and len(images) < batch_size:
@@ -92,6 +106,7 @@ class DeviceLoader:
         self.batch_size, self.train, self.augment = batch_size, train, augment
         self.seed, self.channels_last = seed, channels_last
         self.low_res_epochs, self.low_res_size = low_res_epochs, low_res_size
+        self.cutout = cutout if train else 0
         self.stats = normalization_stats(self.device)
 
     @property
@@ -125,6 +140,8 @@ class DeviceLoader:
                 offsets = torch.randint(0, full + 2 * self.pad - size + 1, (2, n), generator=g, device=self.device)
             if self.augment:
                 flips = torch.rand(n, generator=g, device=self.device) < 0.5
+            if self.cutout:
+                centres = torch.randint(0, size, (2, n), generator=g, device=self.device)
         mean, std = (s.view(3).repeat(size * size) for s in self.stats)
         for i in range(start_batch, len(self)):
             if not self.train:
@@ -135,4 +152,7 @@ class DeviceLoader:
                 words = (self.words.view(-1)[window_indices(self.words, idx, offsets[0, idx], offsets[1, idx], size,
                                                             flips[idx] if self.augment else None)]
                          if crop else self.words[idx])
-            yield normalize_words(words, mean, std, self.channels_last), y
+            x = normalize_words(words, mean, std, self.channels_last)
+            if self.cutout:
+                x = cut_out(x, centres[0, idx], centres[1, idx], self.cutout)
+            yield x, y

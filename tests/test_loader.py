@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from alexnet_perf.data import MEAN, STD
-from alexnet_perf.loader import (DeviceLoader, input_size, normalization_stats, normalize, normalize_words,
-                                 pixel_words, window_indices)
+from alexnet_perf.loader import (DeviceLoader, cut_out, input_size, normalization_stats, normalize,
+                                 normalize_words, pixel_words, window_indices)
 
 
 def test_normalize_standardises_and_is_channels_last():
@@ -117,6 +117,30 @@ def test_low_resolution_epochs_come_first_and_the_rest_are_full_size():
     windows = normalize(images, channels_last=False).unfold(2, 20, 1).unfold(3, 20, 1)  # (n, 3, 13, 13, 20, 20)
     for crop, i in zip(x, y):
         assert (windows[i] == crop[:, None, None]).permute(1, 2, 0, 3, 4).flatten(2).all(2).any()
+
+
+def test_cut_out_zeroes_the_square_around_each_centre_clipped_at_the_border():
+    x = torch.ones(3, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    out = cut_out(x, torch.tensor([4, 0, 7]), torch.tensor([3, 1, 7]), 4)
+    assert out is x and x.is_contiguous(memory_format=torch.channels_last)
+    expected = torch.ones(3, 3, 8, 8)
+    expected[0, :, 2:6, 1:5] = 0  # side 4: two rows/columns before the centre, one after
+    expected[1, :, 0:2, 0:3] = 0
+    expected[2, :, 5:8, 5:8] = 0
+    assert torch.equal(x, expected)
+
+
+def test_cutout_blanks_one_square_per_training_image_and_leaves_the_rest_of_the_batch_as_it_was():
+    plain, images = _loader(train=True, augment=True, seed=4)
+    cut = DeviceLoader(plain.images, plain.labels, 16, train=True, augment=True, seed=4, cutout=6)
+    for (x0, y0), (x1, y1) in zip(plain.epoch(1), cut.epoch(1)):
+        assert torch.equal(y0, y1)
+        changed = x0 != x1
+        assert torch.equal(x1[changed], torch.zeros(int(changed.sum())))
+        blanked = (x1 == 0).all(1)  # pixels where every channel is the mean (random pixels almost never are)
+        assert ((blanked.sum((1, 2)) >= 9) & (blanked.sum((1, 2)) <= 36)).all()  # 6x6, clipped to at least 3x3
+    evaluation = DeviceLoader(plain.images, plain.labels, 16, cutout=6)
+    assert torch.equal(next(iter(evaluation))[0], normalize(images[:16]))
 
 
 def test_loader_batches_make_no_tensor_from_host_data(monkeypatch):
