@@ -83,10 +83,10 @@ class DeviceLoader:
 
     train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
     augment, random crop (of the image zero-padded by crop_padding) + flip; cutout > 0: cut_out a square of that side
-    at a uniformly drawn centre of each training image. low_res_epochs > 0: the first epochs
-    train on random low_res_size crops (cheaper per image; the network ends in global average pooling, so any input
-    size works). All randomness of epoch e comes from a generator seeded with (seed, e), so an epoch can be
-    replayed, or resumed from any batch, exactly. train=False: fixed order, every sample once.
+    at a uniformly drawn centre of each training image. low_res_epochs > 0: the first epochs train on random
+    low_res_size crops (cheaper per image; the network ends in global average pooling, so any input size works).
+    All randomness of epoch e comes from a generator seeded with (seed, e), so an epoch can be replayed, or resumed
+    from any batch, exactly. train=False: fixed order, every sample once.
     The images are kept as pixel_words: a batch is one gather and four passes along contiguous rows, its values
     those of normalize() of the cropped and flipped uint8 images, already channels-last.
     """
