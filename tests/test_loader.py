@@ -146,7 +146,8 @@ def test_cutout_blanks_one_square_per_training_image_and_leaves_the_rest_of_the_
 def test_loader_batches_make_no_tensor_from_host_data(monkeypatch):
     """On a GPU every tensor built from Python numbers is a blocking host-to-device copy: an epoch must not make
     any per batch (the normalisation constants are made once, with the loader)."""
-    loader = DeviceLoader(np.zeros((64, 3, 32, 32), np.uint8), np.arange(64) % 10, 8, train=True, augment=True)
+    loader = DeviceLoader(np.zeros((64, 3, 32, 32), np.uint8), np.arange(64) % 10, 8, train=True, augment=True,
+                          cutout=8)
     made = []
     real = torch.tensor
     monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
