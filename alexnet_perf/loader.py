@@ -88,7 +88,7 @@ class DeviceLoader:
     All randomness of epoch e comes from a generator seeded with (seed, e), so an epoch can be replayed, or resumed
     from any batch, exactly. train=False: fixed order, every sample once.
     The images are kept as pixel_words: a batch is one gather and four passes along contiguous rows, its values
-    those of normalize() of the cropped and flipped uint8 images, already channels-last.
+    those of normalize() of the cropped and flipped uint8 images (then cut_out's squares), already channels-last.
     """
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
