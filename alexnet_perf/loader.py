@@ -124,13 +124,18 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
 
+    @property
+    def full_size(self) -> int:
+        """The side of the stored images, without the crop padding."""
+        return self.words.shape[-1] - 2 * self.pad
+
     def image_size(self, epoch: int) -> int:
         """The side of the images served in training epoch `epoch`."""
-        return input_size(epoch, self.low_res_epochs, self.low_res_size, self.words.shape[-1] - 2 * self.pad)
+        return input_size(epoch, self.low_res_epochs, self.low_res_size, self.full_size)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, bs = len(self.words), self.batch_size
-        full = self.words.shape[-1] - 2 * self.pad
+        full = self.full_size
         size = self.image_size(epoch) if self.train else full
         crop = self.train and (self.augment or size < full)
         if self.train:
