@@ -142,7 +142,7 @@ class DeviceLoader:
             g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(n, generator=g, device=self.device)
             if crop:
-                offsets = torch.randint(0, full + 2 * self.pad - size + 1, (2, n), generator=g, device=self.device)
+                offsets = torch.randint(0, self.words.shape[-1] - size + 1, (2, n), generator=g, device=self.device)
             if self.augment:
                 flips = torch.rand(n, generator=g, device=self.device) < 0.5
             if self.cutout:
