@@ -10,7 +10,8 @@ Each run is recorded beside --results: time_to_accuracy-RECIPE.json, the time-to
 RESULTS.md, and time-to-accuracy.png, test accuracy against wall time for every recipe recorded there. --results
 defaults to .cache/results/RESULTS.md, so measuring never edits the checkout; --results benchmarks/RESULTS.md
 updates the project's figures. The original recipe is drawn up to the seed's reported 83.18 % at 496 epochs,
-extrapolated from its measured epoch time.
+extrapolated from its measured epoch time. A measurement whose checkpoints are kept (--keep DIR) and that was stopped
+part-way continues with the same command plus --resume: finished seeds are not trained again.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import os
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ import torch
 
 from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
+from alexnet_perf.checkpoint import last_path
 from alexnet_perf.data import DATA_DIR_HELP, load_cifar10
 from alexnet_perf.device import resolve_device
 from alexnet_perf.errors import UserError
@@ -38,7 +39,7 @@ from alexnet_perf.figures import save_figure
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.records import LOCAL_RESULTS, from_dict, machine_description, update_section
 from alexnet_perf.train import train
-from alexnet_perf.train_config import TrainConfig
+from alexnet_perf.train_config import RUNTIME_FIELDS, TrainConfig
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -59,7 +60,12 @@ class TimeToAccuracyConfig:
     data_dir: str | None = flags.option(None, DATA_DIR_HELP)
     parallel: int = flags.option(1, "train this many seeds at once, splitting the cores (accuracy runs; wall times "
                                   "are then not single-run figures)", at_least=1)
-    keep: str = flags.option("", "keep the trained checkpoints in this folder (empty string: a temporary folder)")
+    keep: str = flags.option("", "keep the trained checkpoints, and each finished seed's figures (RECIPE-SEED.json), "
+                                 "in this folder (empty string: a temporary folder)")
+    resume: bool = flags.option(False, "continue a measurement stopped part-way in --keep: seeds recorded there are "
+                                       "taken as they are, a seed stopped mid-run continues from its last checkpoint "
+                                       "(its wall time is then the sum of its parts: data, training, validation and "
+                                       "test scoring), the rest train from the start")
     json: str = flags.option("", "also write the runs and their summary as JSON here (empty string: don't)")
     results: str = flags.option(LOCAL_RESULTS, "markdown file whose time-to-accuracy-RECIPE section is rewritten "
                                              "(benchmarks/RESULTS.md updates the project's committed figures); the "
@@ -84,6 +90,7 @@ class RunRecord:
     test_eval_seconds: float
     epochs: int
     images_per_second: float
+    resumed: bool = False  # stopped and continued with --resume: the wall time is the sum of the parts
 
 
 @dataclass(frozen=True)
@@ -98,27 +105,68 @@ class Record:
 
 # --- training -------------------------------------------------------------------------------------------------
 
+def seed_config(recipe: str, seed: int, data_dir: str | None, workdir: Path, **overrides) -> TrainConfig:
+    """The training configuration of one seed of the measurement."""
+    return TrainConfig(recipe, seed=seed, data_dir=data_dir, checkpoint=str(workdir / f"{recipe}-{seed}.pth"),
+                       tensorboard=False, **overrides)
+
+
+def seed_record_path(cfg: TrainConfig) -> Path:
+    """Where a finished seed's figures are written, beside its checkpoint: what --resume takes as they are."""
+    return Path(cfg.checkpoint).with_suffix(".json")
+
+
 def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **overrides) -> dict:
     """Train one seed and score the kept weights on the test set as `python -m alexnet_perf.train` does (with flip
     TTA only where the recipe is scored so), timing every phase; a recipe scored without TTA gets its TTA figure
-    from a second, untimed scoring."""
+    from a second, untimed scoring. A seed whose last checkpoint is in workdir (a measurement stopped mid-run)
+    continues from it, and its wall time is the sum of its parts. The figures are also written beside the
+    checkpoint."""
     start = time.perf_counter()
-    cfg = TrainConfig(recipe, seed=seed, data_dir=data_dir, checkpoint=str(workdir / f"{recipe}-{seed}.pth"),
-                      tensorboard=False, **overrides)
-    result = train(cfg)
+    cfg = seed_config(recipe, seed, data_dir, workdir, **overrides)
+    resumed = last_path(cfg.checkpoint).exists()
+    result = train(replace(cfg, resume=resumed))
     device = resolve_device(cfg.device)
     snap = score_checkpoint(cfg.checkpoint, data_dir, device, channels_last=cfg.channels_last)
-    wall = time.perf_counter() - start
+    test_eval_seconds = snap["latency_s"] + (snap["tta"] or {}).get("latency_s", 0.0)
+    wall = (result.data_seconds + result.train_seconds + result.eval_seconds + test_eval_seconds if resumed
+            else time.perf_counter() - start)
     tta = snap["tta"] or score_checkpoint(cfg.checkpoint, data_dir, device, tta="on",
                                           channels_last=cfg.channels_last)["tta"]
-    return {"seed": seed, "test_accuracy": snap["accuracy"],
-            "per_class_recall": list(snap["per_class_recall"].values()),
-            "per_class_recall_tta": list(tta["per_class_recall"].values()), "test_accuracy_tta": tta["accuracy"],
-            "wall_seconds": wall, "data_seconds": result.data_seconds, "train_seconds": result.train_seconds,
-            "val_seconds": result.eval_seconds,
-            "test_eval_seconds": snap["latency_s"] + (snap["tta"] or {}).get("latency_s", 0.0),
-            "epochs": result.epochs_done, "images_per_second": result.images_per_second,
-            "threads": torch.get_num_threads(), "config": {**asdict(cfg), "checkpoint": Path(cfg.checkpoint).name}}
+    run = {"seed": seed, "test_accuracy": snap["accuracy"], "per_class_recall": list(snap["per_class_recall"].values()),
+           "per_class_recall_tta": list(tta["per_class_recall"].values()), "test_accuracy_tta": tta["accuracy"],
+           "wall_seconds": wall, "data_seconds": result.data_seconds, "train_seconds": result.train_seconds,
+           "val_seconds": result.eval_seconds, "test_eval_seconds": test_eval_seconds, "epochs": result.epochs_done,
+           "images_per_second": result.images_per_second, "resumed": resumed, "threads": torch.get_num_threads(),
+           "config": _config_record(cfg)}
+    write_text_atomic(seed_record_path(cfg), json.dumps(run, indent=2))
+    return run
+
+
+def _config_record(cfg: TrainConfig) -> dict:
+    """cfg as recorded with a run: its settings as JSON gives them back, the checkpoint by name only."""
+    return json.loads(json.dumps({**asdict(cfg), "checkpoint": Path(cfg.checkpoint).name}))
+
+
+def recorded_run(cfg: TrainConfig) -> dict | None:
+    """The figures of a seed a stopped measurement finished, if it did; a UserError when they are unreadable or
+    were measured with other settings than cfg's."""
+    path = seed_record_path(cfg)
+    if not path.exists():
+        return None
+    fix = "delete it to train that seed again"
+    try:
+        run = json.loads(path.read_text())
+        from_dict(RunRecord, run)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{path}: not a finished seed's figures ({reason}); {fix}") from None
+    recorded, wanted = run.get("config", {}), _config_record(cfg)
+    differing = [k for k in wanted if k not in RUNTIME_FIELDS and recorded.get(k) != wanted[k]]
+    if differing:
+        raise UserError(f"{path} was measured with {differing[0]} {recorded.get(differing[0])!r}, this measurement "
+                        f"uses {wanted[differing[0]]!r}; {fix}, or keep this one in another folder")
+    return run
 
 
 def _run_in_worker(job: tuple[str, int, str | None, str, int, dict[str, Any]]) -> dict:
@@ -129,13 +177,14 @@ def _run_in_worker(job: tuple[str, int, str | None, str, int, dict[str, Any]]) -
 
 def run_all(recipe: str, seeds: list[int], data_dir: str | None, workdir: Path, parallel: int,
             **overrides) -> list[dict]:
-    """Train the seeds one after another, or `parallel` at a time in worker processes sharing the cores."""
+    """Train the seeds one after another, or `parallel` at a time in worker processes sharing the cores; when the
+    measurement stops (Ctrl-C, SIGTERM, a seed's error), leaving the pool's block ends the workers at once."""
     if parallel <= 1:
         return [run_once(recipe, seed, data_dir, workdir, **overrides) for seed in seeds]
     threads = max(1, (os.cpu_count() or 1) // parallel)
     jobs = [(recipe, seed, data_dir, str(workdir), threads, overrides) for seed in seeds]
-    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_run_in_worker, jobs))
+    with multiprocessing.get_context("spawn").Pool(parallel) as pool:
+        return pool.map(_run_in_worker, jobs, chunksize=1)
 
 
 # --- figures --------------------------------------------------------------------------------------------------
@@ -168,7 +217,8 @@ def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: s
              "| img/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
-        lines.append(f"| {r['seed']} | {100 * r['test_accuracy']:.2f} % | {100 * r['test_accuracy_tta']:.2f} % | "
+        seed = f"{r['seed']} (resumed)" if r.get("resumed") else r["seed"]
+        lines.append(f"| {seed} | {100 * r['test_accuracy']:.2f} % | {100 * r['test_accuracy_tta']:.2f} % | "
                      f"{r['wall_seconds']:.1f} | {r['data_seconds']:.1f} | {r['train_seconds']:.1f} | "
                      f"{r['val_seconds']:.1f} | {r['test_eval_seconds']:.1f} | {r['epochs']} | "
                      f"{r['images_per_second']:.0f} |")
@@ -178,6 +228,9 @@ def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: s
                  f"%** | **{100 * tta['mean']:.2f} ± {100 * tta['sd']:.2f} %** | "
                  f"**{s['wall_seconds']['mean']:.1f} ± {s['wall_seconds']['sd']:.1f}** | | "
                  f"{s['train_seconds']['mean']:.1f} | | | | {s['images_per_second']['mean']:.0f} |")
+    if any(r.get("resumed") for r in runs):
+        lines += ["", "A resumed seed was stopped and continued with --resume: its wall time is the sum of its parts "
+                      "(data, training, validation, test scoring)."]
     if _is_extrapolated(recipe, runs):
         hours = statistics.fmean(extrapolated_seconds(r) for r in runs) / 3600
         lines += ["", f"Extrapolated to the seed's {SEED_EPOCHS} epochs (its reported {100 * SEED_ACCURACY:.2f} % test "
@@ -293,15 +346,21 @@ def check_outputs(cfg: TimeToAccuracyConfig, recipe: str) -> None:
             check_writable(path, "--results")
 
 
-def check_keep(cfg: TimeToAccuracyConfig) -> None:
-    """--keep must be a folder that takes the checkpoints and holds none of this run's already."""
+def check_keep(cfg: TimeToAccuracyConfig, overrides: dict[str, Any]) -> dict[int, dict]:
+    """--keep must be a folder that takes the checkpoints. Without --resume it must hold none of this measurement's
+    files; with it, the figures of the seeds it finished are returned, checked against this measurement's settings."""
+    if cfg.resume and not cfg.keep:
+        raise UserError("--resume continues the measurement kept in a folder: give it with --keep DIR")
     if not cfg.keep:
-        return
-    existing = [name for name in (f"{cfg.recipe}-{seed}.pth" for seed in range(cfg.runs))
-                if (Path(cfg.keep) / name).exists()]
-    if existing:
-        raise UserError(f"--keep {cfg.keep} already holds {', '.join(existing)}; choose another folder or delete them")
-    check_writable(Path(cfg.keep) / f"{cfg.recipe}-0.pth", "--keep")
+        return {}
+    configs = [seed_config(cfg.recipe, seed, cfg.data_dir, Path(cfg.keep), **overrides) for seed in range(cfg.runs)]
+    existing = [p.name for c in configs for p in (Path(c.checkpoint), last_path(c.checkpoint), seed_record_path(c))
+                if p.exists()]
+    if existing and not cfg.resume:
+        raise UserError(f"--keep {cfg.keep} already holds {', '.join(existing)} of an earlier measurement; continue "
+                        f"it with --resume, choose another folder, or delete them")
+    check_writable(configs[0].checkpoint, "--keep")
+    return {c.seed: run for c in configs if (run := recorded_run(c)) is not None} if cfg.resume else {}
 
 
 def write_outputs(cfg: TimeToAccuracyConfig, record: dict) -> None:
@@ -328,15 +387,19 @@ def report_only(cfg: TimeToAccuracyConfig) -> int:
 def measure(cfg: TimeToAccuracyConfig) -> int:
     """Check everything that can be checked, train the seeds, print and record the results."""
     check_outputs(cfg, cfg.recipe)
-    check_keep(cfg)
+    overrides = {"epochs": cfg.epochs} if cfg.epochs else {}
+    recorded = check_keep(cfg, overrides)
     if cfg.results:
         load_other_records(cfg.results, cfg.recipe)  # a damaged one would otherwise stop the picture after training
     load_cifar10(cfg.data_dir)  # missing or damaged data fails here; the workers then read the decoded cache
-    overrides = {"epochs": cfg.epochs} if cfg.epochs else {}
+    for seed in recorded:
+        print(f"seed {seed}: finished by the stopped measurement; its figures are taken as they are", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(cfg.keep or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        runs = run_all(cfg.recipe, list(range(cfg.runs)), cfg.data_dir, workdir, cfg.parallel, **overrides)
+        trained = run_all(cfg.recipe, [s for s in range(cfg.runs) if s not in recorded], cfg.data_dir, workdir,
+                          cfg.parallel, **overrides)
+    runs = sorted([*recorded.values(), *trained], key=lambda r: r["seed"])
     for r in runs:
         print(f"seed {r['seed']}: test {100 * r['test_accuracy']:.2f}% (TTA {100 * r['test_accuracy_tta']:.2f}%) "
               f"in {r['wall_seconds']:.1f} s", flush=True)

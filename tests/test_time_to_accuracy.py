@@ -179,8 +179,54 @@ def test_keep_folder_holding_this_runs_checkpoints_is_refused_before_training(tt
     (tmp_path / "kept" / "fast-1.pth").write_bytes(b"an earlier run")
     code, out, err = _cli(tta_module, capsys, "--runs", "2", "--keep", str(tmp_path / "kept"), "--data-dir",
                           str(tmp_path / "void"), "--results", "")
-    _assert_refused_before_training(code, out, err, "fast-1.pth")
+    _assert_refused_before_training(code, out, err, "fast-1.pth", "--resume")
     assert (tmp_path / "kept" / "fast-1.pth").read_bytes() == b"an earlier run"
+
+
+def test_resume_without_a_keep_folder_is_refused_before_training(tta_module, tmp_path, capsys):
+    code, out, err = _cli(tta_module, capsys, "--resume", "--data-dir", str(tmp_path / "void"), "--results", "")
+    _assert_refused_before_training(code, out, err, "--resume", "--keep")
+
+
+def test_resume_takes_the_finished_seeds_as_recorded_and_trains_the_rest(tta_module, synthetic_cifar, tmp_path,
+                                                                         capsys):
+    kept, saved = tmp_path / "kept", tmp_path / "runs.json"
+    assert _cli(tta_module, capsys, "--runs", "1", "--epochs", "1", "--keep", str(kept), "--data-dir",
+                str(synthetic_cifar), "--results", "")[0] == 0
+    finished = json.loads((kept / "fast-0.json").read_text())
+    code, out, err = _cli(tta_module, capsys, "--runs", "2", "--epochs", "1", "--keep", str(kept), "--resume",
+                          "--data-dir", str(synthetic_cifar), "--results", "", "--json", str(saved))
+    assert code == 0, err
+    assert "seed 0: finished by the stopped measurement" in out
+    runs = json.loads(saved.read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and runs[0] == finished and not runs[1]["resumed"]
+    assert runs[1] == json.loads((kept / "fast-1.json").read_text())
+
+
+def test_resume_continues_a_seed_stopped_mid_run_and_sums_its_parts(tta_module, synthetic_cifar, tmp_path, capsys):
+    kept, saved = tmp_path / "kept", tmp_path / "runs.json"
+    stopped = tta_module.train(tta_module.seed_config("fast", 0, str(synthetic_cifar), kept, epochs=2),
+                               stop=SimpleNamespace(is_set=lambda: True))
+    assert stopped.interrupted and stopped.epochs_done == 0
+    code, out, err = _cli(tta_module, capsys, "--runs", "1", "--epochs", "2", "--keep", str(kept), "--resume",
+                          "--data-dir", str(synthetic_cifar), "--results", "", "--json", str(saved))
+    assert code == 0, err
+    assert "resuming" in out
+    (run,) = json.loads(saved.read_text())["runs"]
+    assert run["resumed"] and run["epochs"] == 2
+    parts = run["data_seconds"] + run["train_seconds"] + run["val_seconds"] + run["test_eval_seconds"]
+    assert run["wall_seconds"] == pytest.approx(parts)
+    table = tta_module.markdown("fast", [run], tta_module.summarize([run]), "cmd", "date")
+    assert "| 0 (resumed) |" in table and "sum of its parts" in table
+
+
+def test_resume_refuses_a_seed_recorded_with_other_settings(tta_module, synthetic_cifar, tmp_path, capsys):
+    kept = tmp_path / "kept"
+    assert _cli(tta_module, capsys, "--runs", "1", "--epochs", "1", "--keep", str(kept), "--data-dir",
+                str(synthetic_cifar), "--results", "")[0] == 0
+    code, out, err = _cli(tta_module, capsys, "--runs", "1", "--epochs", "2", "--keep", str(kept), "--resume",
+                          "--data-dir", str(synthetic_cifar), "--results", "")
+    _assert_refused_before_training(code, out, err, "fast-0.json", "epochs 1", "2")
 
 
 def test_json_output_under_a_regular_file_is_refused_before_training(tta_module, tmp_path, capsys):
