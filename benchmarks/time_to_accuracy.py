@@ -155,12 +155,7 @@ def recorded_run(cfg: TrainConfig) -> dict | None:
     if not path.exists():
         return None
     fix = "delete it to train that seed again"
-    try:
-        run = json.loads(path.read_text())
-        from_dict(RunRecord, run)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"{path}: not a finished seed's figures ({reason}); {fix}") from None
+    run, _ = _read_as(RunRecord, path, "a finished seed's figures", fix)
     recorded, wanted = run.get("config", {}), _config_record(cfg)
     differing = [k for k in wanted if k not in RUNTIME_FIELDS and recorded.get(k) != wanted[k]]
     if differing:
@@ -284,19 +279,25 @@ def record_path(results: str | Path, recipe: str) -> Path:
 def load_record(path: str | Path, fix: str) -> dict:
     """A JSON this script wrote, checked to hold every field the report and the picture read; else a UserError
     saying what is wrong and, with `fix`, how to put it right."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        record = from_dict(Record, data)
-    except FileNotFoundError:
-        raise UserError(f"{path} not found; {fix}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"{path}: not a time-to-accuracy JSON ({reason}); {fix}") from None
+    data, record = _read_as(Record, path, "a time-to-accuracy JSON", fix)
     problem = _record_problem(record)
     if problem:
         raise UserError(f"{path}: {problem}; {fix}")
     return data
+
+
+def _read_as(cls: type, path: str | Path, kind: str, fix: str) -> tuple[dict, Any]:
+    """The JSON at path and the dataclass cls made of it; a UserError naming what is wrong (missing, not JSON, a
+    field missing or mistyped) and, with `fix`, how to put it right."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return data, from_dict(cls, data)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{path}: not {kind} ({reason}); {fix}") from None
 
 
 def _record_problem(record: Record) -> str | None:

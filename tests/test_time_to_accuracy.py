@@ -220,6 +220,14 @@ def test_resume_continues_a_seed_stopped_mid_run_and_sums_its_parts(tta_module, 
     assert "| 0 (resumed) |" in table and "sum of its parts" in table
 
 
+def test_resume_refuses_a_damaged_seed_record_before_training(tta_module, tmp_path, capsys):
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "fast-0.json").write_text("{not json")
+    code, out, err = _cli(tta_module, capsys, "--runs", "1", "--keep", str(tmp_path / "kept"), "--resume",
+                          "--data-dir", str(tmp_path / "void"), "--results", "")
+    _assert_refused_before_training(code, out, err, "fast-0.json", "not a finished seed's figures", "delete it")
+
+
 def test_resume_refuses_a_seed_recorded_with_other_settings(tta_module, synthetic_cifar, tmp_path, capsys):
     kept = tmp_path / "kept"
     assert _cli(tta_module, capsys, "--runs", "1", "--epochs", "1", "--keep", str(kept), "--data-dir",
