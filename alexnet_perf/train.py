@@ -215,16 +215,21 @@ def _train(cfg: TrainConfig, stop: StopFlag | None) -> TrainResult:
             interrupted = train_epoch(t, log, stop)
             if not interrupted:
                 finish_epoch(t, log, epoch_start)
-    history = t.progress.history
+    return run_result(cfg.checkpoint, t.progress.history, t.progress.best_val_accuracy, t.progress.best_epoch,
+                      wall_seconds=time.perf_counter() - wall_start, data_seconds=data_seconds, interrupted=interrupted)
+
+
+def run_result(checkpoint: str, history: list[dict], best_val_accuracy: float, best_epoch: int, *,
+               wall_seconds: float, data_seconds: float, interrupted: bool) -> TrainResult:
+    """A run's result from its epoch history (what a checkpoint keeps): training and validation times summed over
+    every epoch, including those of earlier parts of a resumed run."""
     train_seconds = sum(h["train_seconds"] for h in history)
     images = sum(h["train_seconds"] * h["images_per_second"] for h in history)
-    best = t.progress.best_val_accuracy
-    return TrainResult(best_val_accuracy=best if best >= 0 else None, best_epoch=t.progress.best_epoch,
-                       epochs_done=len(history), wall_seconds=time.perf_counter() - wall_start,
-                       data_seconds=data_seconds, train_seconds=train_seconds,
-                       eval_seconds=sum(h.get("val_seconds", 0.0) for h in history),
+    return TrainResult(best_val_accuracy=best_val_accuracy if best_val_accuracy >= 0 else None, best_epoch=best_epoch,
+                       epochs_done=len(history), wall_seconds=wall_seconds, data_seconds=data_seconds,
+                       train_seconds=train_seconds, eval_seconds=sum(h.get("val_seconds", 0.0) for h in history),
                        images_per_second=images / train_seconds if train_seconds else 0.0,
-                       interrupted=interrupted, checkpoint=cfg.checkpoint, history=history)
+                       interrupted=interrupted, checkpoint=checkpoint, history=history)
 
 
 class CtrlC:

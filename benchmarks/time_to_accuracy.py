@@ -30,7 +30,7 @@ import torch
 
 from alexnet_perf import flags
 from alexnet_perf.atomic import check_writable, write_text_atomic
-from alexnet_perf.checkpoint import last_path
+from alexnet_perf.checkpoint import last_path, load_checkpoint
 from alexnet_perf.data import DATA_DIR_HELP, load_cifar10
 from alexnet_perf.device import resolve_device
 from alexnet_perf.errors import UserError
@@ -38,7 +38,7 @@ from alexnet_perf.evaluate import score_checkpoint
 from alexnet_perf.figures import save_figure
 from alexnet_perf.recipes import RECIPES
 from alexnet_perf.records import LOCAL_RESULTS, from_dict, machine_description, update_section
-from alexnet_perf.train import train
+from alexnet_perf.train import TrainResult, run_result, train
 from alexnet_perf.train_config import RUNTIME_FIELDS, TrainConfig
 
 if TYPE_CHECKING:
@@ -124,8 +124,7 @@ def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **over
     checkpoint."""
     start = time.perf_counter()
     cfg = seed_config(recipe, seed, data_dir, workdir, **overrides)
-    resumed = last_path(cfg.checkpoint).exists()
-    result = train(replace(cfg, resume=resumed))
+    result, resumed = train_seed(cfg)
     device = resolve_device(cfg.device)
     snap = score_checkpoint(cfg.checkpoint, data_dir, device, channels_last=cfg.channels_last)
     test_eval_seconds = snap["latency_s"] + (snap["tta"] or {}).get("latency_s", 0.0)
@@ -143,6 +142,42 @@ def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **over
     return run
 
 
+def train_seed(cfg: TrainConfig) -> tuple[TrainResult, bool]:
+    """Train one seed, or continue it (True) from the last checkpoint a stopped measurement left. A seed stopped
+    after its last epoch, while being scored, is not trained again: its result is read from that checkpoint, and no
+    part's data loading is counted in its wall time."""
+    ckpt = stopped_seed(cfg)
+    if ckpt is None:
+        return train(cfg), False
+    if ckpt["epoch"] < ckpt["config"]["epochs"]:
+        return train(replace(cfg, resume=True)), True
+    return run_result(cfg.checkpoint, ckpt["history"], ckpt["best"]["val_accuracy"], ckpt["best"]["epoch"],
+                      wall_seconds=0.0, data_seconds=0.0, interrupted=False), True
+
+
+def stopped_seed(cfg: TrainConfig) -> dict | None:
+    """The last checkpoint of a seed a stopped measurement left unrecorded, if any; a UserError when it was trained
+    with other settings than cfg's."""
+    last = last_path(cfg.checkpoint)
+    if not last.exists():
+        return None
+    ckpt = load_checkpoint(last)
+    if problem := _settings_problem(ckpt["config"], cfg):
+        raise UserError(f"{last} was trained with {problem}; delete it to train that seed again, or keep this "
+                        f"measurement in another folder")
+    return ckpt
+
+
+def _settings_problem(recorded: dict, cfg: TrainConfig) -> str | None:
+    """How a run's recorded settings differ from cfg's (runtime settings aside), or None when they agree."""
+    recorded, wanted = json.loads(json.dumps(recorded)), _config_record(cfg)
+    differing = [k for k in wanted if k not in RUNTIME_FIELDS and recorded.get(k) != wanted[k]]
+    if not differing:
+        return None
+    name = differing[0]
+    return f"{name} {recorded.get(name)!r}, this measurement uses {wanted[name]!r}"
+
+
 def _config_record(cfg: TrainConfig) -> dict:
     """cfg as recorded with a run: its settings as JSON gives them back, the checkpoint by name only."""
     return json.loads(json.dumps({**asdict(cfg), "checkpoint": Path(cfg.checkpoint).name}))
@@ -156,11 +191,8 @@ def recorded_run(cfg: TrainConfig) -> dict | None:
         return None
     fix = "delete it to train that seed again"
     run, _ = _read_as(RunRecord, path, "a finished seed's figures", fix)
-    recorded, wanted = run.get("config", {}), _config_record(cfg)
-    differing = [k for k in wanted if k not in RUNTIME_FIELDS and recorded.get(k) != wanted[k]]
-    if differing:
-        raise UserError(f"{path} was measured with {differing[0]} {recorded.get(differing[0])!r}, this measurement "
-                        f"uses {wanted[differing[0]]!r}; {fix}, or keep this one in another folder")
+    if problem := _settings_problem(run.get("config", {}), cfg):
+        raise UserError(f"{path} was measured with {problem}; {fix}, or keep this one in another folder")
     return run
 
 
@@ -349,7 +381,8 @@ def check_outputs(cfg: TimeToAccuracyConfig, recipe: str) -> None:
 
 def check_keep(cfg: TimeToAccuracyConfig, overrides: dict[str, Any]) -> dict[int, dict]:
     """--keep must be a folder that takes the checkpoints. Without --resume it must hold none of this measurement's
-    files; with it, the figures of the seeds it finished are returned, checked against this measurement's settings."""
+    files; with it, the figures of the seeds it finished are returned, and they and the seeds it stopped are checked
+    against this measurement's settings."""
     if cfg.resume and not cfg.keep:
         raise UserError("--resume continues the measurement kept in a folder: give it with --keep DIR")
     if not cfg.keep:
@@ -361,7 +394,13 @@ def check_keep(cfg: TimeToAccuracyConfig, overrides: dict[str, Any]) -> dict[int
         raise UserError(f"--keep {cfg.keep} already holds {', '.join(existing)} of an earlier measurement; continue "
                         f"it with --resume, choose another folder, or delete them")
     check_writable(configs[0].checkpoint, "--keep")
-    return {c.seed: run for c in configs if (run := recorded_run(c)) is not None} if cfg.resume else {}
+    if not cfg.resume:
+        return {}
+    recorded = {c.seed: run for c in configs if (run := recorded_run(c)) is not None}
+    for c in configs:
+        if c.seed not in recorded:
+            stopped_seed(c)  # one stopped with other settings is refused here, before any seed trains
+    return recorded
 
 
 def write_outputs(cfg: TimeToAccuracyConfig, record: dict) -> None:

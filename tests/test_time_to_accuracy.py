@@ -220,6 +220,33 @@ def test_resume_continues_a_seed_stopped_mid_run_and_sums_its_parts(tta_module, 
     assert "| 0 (resumed) |" in table and "sum of its parts" in table
 
 
+def test_resume_scores_a_seed_stopped_after_its_last_epoch_without_training_it_again(tta_module, synthetic_cifar,
+                                                                                      tmp_path, capsys, monkeypatch):
+    kept, saved = tmp_path / "kept", tmp_path / "runs.json"
+    trained = tta_module.train(tta_module.seed_config("fast", 0, str(synthetic_cifar), kept, epochs=1))
+    assert trained.epochs_done == 1 and not (kept / "fast-0.json").exists()  # stopped before its scoring
+    monkeypatch.setattr(tta_module, "train", lambda *args, **kwargs: pytest.fail("the finished seed trained again"))
+    code, out, err = _cli(tta_module, capsys, "--runs", "1", "--epochs", "1", "--keep", str(kept), "--resume",
+                          "--data-dir", str(synthetic_cifar), "--results", "", "--json", str(saved))
+    assert code == 0, err
+    (run,) = json.loads(saved.read_text())["runs"]
+    assert run["resumed"] and run["epochs"] == 1 and run["data_seconds"] == 0.0
+    assert run["train_seconds"] == pytest.approx(trained.train_seconds)
+    assert run["wall_seconds"] == pytest.approx(run["train_seconds"] + run["val_seconds"] + run["test_eval_seconds"])
+    assert run["per_class_recall"] == pytest.approx(_hand_counted_recall(kept / "fast-0.pth", synthetic_cifar))
+
+
+def test_resume_refuses_a_seed_stopped_with_other_settings_before_training(tta_module, synthetic_cifar, tmp_path,
+                                                                            capsys):
+    kept = tmp_path / "kept"
+    tta_module.train(tta_module.seed_config("fast", 1, str(synthetic_cifar), kept, epochs=2),
+                     stop=SimpleNamespace(is_set=lambda: True))
+    code, out, err = _cli(tta_module, capsys, "--runs", "2", "--epochs", "3", "--keep", str(kept), "--resume",
+                          "--data-dir", str(synthetic_cifar), "--results", "")
+    _assert_refused_before_training(code, out, err, "fast-1.last.pth", "trained with epochs 2", "3", "delete it")
+    assert not (kept / "fast-0.pth").exists()
+
+
 def test_resume_refuses_a_damaged_seed_record_before_training(tta_module, tmp_path, capsys):
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "fast-0.json").write_text("{not json")
