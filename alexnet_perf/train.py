@@ -162,9 +162,9 @@ def finish_epoch(t: Training, log: ProgressLog, epoch_start: float) -> None:
     if improved:
         p.best_val_accuracy, p.best_epoch = (val.accuracy if val else -1.0), p.epoch
     snapshot = t.checkpoint(metrics)
-    save(t, snapshot, last_path(cfg.checkpoint))
-    if improved:
+    if improved:  # before the last checkpoint, which --resume continues from: it never names a best one not written
         save(t, snapshot, cfg.checkpoint)
+    save(t, snapshot, last_path(cfg.checkpoint))
     line = (f"epoch {p.epoch}/{cfg.epochs}  train loss {metrics['train_loss']:.4f} "
             f"acc {100 * metrics['train_accuracy']:.2f}%")
     if val is not None:

@@ -132,6 +132,24 @@ def test_nan_weights_in_a_later_epoch_leave_the_saved_best_as_it_was(synthetic_c
     assert all(torch.isfinite(v).all() for v in best["model_state_dict"].values() if v.is_floating_point())
 
 
+def test_a_refused_write_of_the_best_checkpoint_leaves_the_epoch_to_redo_not_a_last_one_naming_it(
+        synthetic_cifar, tmp_path, monkeypatch):
+    from alexnet_perf import train as train_module
+
+    cfg = tiny_config(synthetic_cifar, tmp_path, val_size=0)  # no validation: every epoch is the best so far
+
+    def refuse_the_second_best(snapshot, path):
+        if path == cfg.checkpoint and snapshot["epoch"] == 2:
+            raise UserError(f"{path}: No space left on device")
+        save_atomic(snapshot, path)
+
+    monkeypatch.setattr(train_module, "save_atomic", refuse_the_second_best)
+    with pytest.raises(UserError, match=r"No space left on device; the last saved state is .*m.last.pth \(epoch 1\)"):
+        train(cfg)
+    last = load_checkpoint(last_path(tmp_path / "m.pth"))
+    assert last["epoch"] == 1 and last["best"]["epoch"] == load_checkpoint(tmp_path / "m.pth")["epoch"] == 1
+
+
 def test_a_checkpoint_with_nan_weights_is_refused_by_name(tmp_path):
     from alexnet_perf.checkpoint import model_from_checkpoint
     from alexnet_perf.model import AlexNetCifar
