@@ -35,9 +35,11 @@ def last_path(best_path: str | Path) -> Path:
 
 def verify_archive(path: Path) -> None:
     """torch.save writes a zip whose records carry CRC-32s that torch.load never checks: check them, so that a
-    checkpoint whose bytes changed after it was written is refused instead of loading altered weights."""
+    checkpoint whose bytes changed after it was written is refused instead of loading altered weights. Any other
+    file is refused before torch.load sees it: its pre-zip reader fails on arbitrary bytes in ways it never names
+    (a text file ends in a KeyError)."""
     if not zipfile.is_zipfile(path):
-        return  # no zip directory at all: torch.load below says what is wrong with the file
+        raise UserError(f"{path}: not a readable checkpoint (not the zip archive that torch.save writes)")
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()

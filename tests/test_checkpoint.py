@@ -1,7 +1,9 @@
-"""One architecture check for every command that loads a checkpoint: a network for another number or order of
-classes is refused in one line by evaluate, export, parity and predict, and nothing of the good set is touched."""
+"""Reading a checkpoint: a file that is not one is refused in one line before anything unpickles it, and one
+architecture check for every command: a network for another number or order of classes is refused in one line by
+evaluate, export, parity and predict, and nothing of the good set is touched."""
 
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ import torch
 from PIL import Image
 
 from alexnet_perf import evaluate, export, flags, parity, predict
-from alexnet_perf.checkpoint import save_atomic
+from alexnet_perf.checkpoint import load_checkpoint, save_atomic
+from alexnet_perf.errors import UserError
 
 COMMANDS = {
     "evaluate": (evaluate.EvalConfig, evaluate.main, ["--confusion-png", ""]),
@@ -17,6 +20,23 @@ COMMANDS = {
     "parity": (parity.ParityConfig, parity.main, ["--exports", "{out}"]),
     "predict": (predict.PredictConfig, predict.main, ["{image}"]),
 }
+
+
+@pytest.mark.parametrize("content", [b"hi\n", b"", b"not a zip at all", bytes(range(256)) * 4],
+                         ids=["text", "empty", "pickle-like", "binary"])
+def test_a_file_that_is_not_a_checkpoint_is_refused_before_it_is_unpickled(content, tmp_path):
+    """torch.load's pre-zip reader fails on arbitrary bytes with errors it never names (a text file: KeyError)."""
+    (tmp_path / "file.pth").write_bytes(content)
+    with pytest.raises(UserError, match=r"file\.pth: not a readable checkpoint \(not the zip archive"):
+        load_checkpoint(tmp_path / "file.pth")
+
+
+def test_a_zip_that_torch_did_not_write_is_refused_in_one_line(tmp_path):
+    with zipfile.ZipFile(tmp_path / "other.pth", "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+    with pytest.raises(UserError, match=r"other\.pth: not a readable checkpoint \(") as refused:
+        load_checkpoint(tmp_path / "other.pth")
+    assert "\n" not in str(refused.value)
 
 
 @pytest.fixture
@@ -49,7 +69,6 @@ def test_a_checkpoint_for_another_class_count_is_refused_in_one_line_by_every_co
 
 def test_classes_in_another_order_are_refused(exported, tmp_path):
     from alexnet_perf.checkpoint import load_model
-    from alexnet_perf.errors import UserError
 
     ckpt = torch.load(exported.checkpoint, weights_only=True)
     ckpt["classes"] = ckpt["classes"][::-1]
