@@ -5,7 +5,6 @@ ours (format, CRCs, architecture, finite weights) before any weight is used."""
 from __future__ import annotations
 
 import hashlib
-import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -60,7 +59,7 @@ def _load_failure(error: Exception) -> str:
                 f"unread, since loading it would run code from the file")
     if "weights only load failed" in text.lower():
         return "it holds Python objects other than tensors and plain containers; it was refused unread"
-    return (text.splitlines()[0] if text else type(error).__name__)[:200]
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else 'no detail'}"[:200]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -71,7 +70,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     verify_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - torch's weights-only unpickler raises KeyError and others on damaged data
         raise UserError(f"{path}: not a readable checkpoint ({_load_failure(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not an alexnet_perf checkpoint (expected format {FORMAT!r})")

@@ -39,6 +39,17 @@ def test_a_zip_that_torch_did_not_write_is_refused_in_one_line(tmp_path):
     assert "\n" not in str(refused.value)
 
 
+def test_a_torch_archive_whose_pickle_is_damaged_under_valid_crcs_is_refused_in_one_line(tmp_path):
+    """The CRC check passes (the records were rewritten whole); torch's weights-only unpickler then meets a memo
+    slot that was never set and raises KeyError."""
+    torch.save({"format": "x"}, tmp_path / "good.pth")
+    with zipfile.ZipFile(tmp_path / "good.pth") as good, zipfile.ZipFile(tmp_path / "bad.pth", "w") as bad:
+        for name in good.namelist():
+            bad.writestr(name, b"\x80\x02}h\x69." if name.endswith("data.pkl") else good.read(name))
+    with pytest.raises(UserError, match=r"bad\.pth: not a readable checkpoint \(KeyError: 105\)"):
+        load_checkpoint(tmp_path / "bad.pth")
+
+
 @pytest.fixture
 def hundred_classes(exported, tmp_path):
     """A checkpoint like the fixture's but with a 100-way classifier, saved the way train saves."""

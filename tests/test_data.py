@@ -1,5 +1,7 @@
 import os
 import pickle
+import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,32 @@ def test_truncated_batch_is_a_clear_error(synthetic_cifar):
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(UserError, match="data_batch_2: not a readable CIFAR-10 batch"):
         read_batch(path)
+
+
+@pytest.mark.parametrize("content", [
+    b"\x80\x02\xff",  # an opcode pickle does not have
+    b"\x80\x04](K\x01\x90.",  # ADDITEMS on a list: AttributeError
+    b"\x80\x04\x8e" + struct.pack("<Q", 2 ** 63 - 1),  # BINBYTES8 longer than any memory: Overflow/MemoryError
+    b"\x80\x02Q",  # a persistent id, which a batch never holds
+], ids=["unknown-opcode", "additems-on-list", "huge-length", "persistent-id"])
+def test_a_damaged_batch_is_refused_in_one_line_whatever_the_unpickler_raises(tmp_path, content):
+    (tmp_path / "data_batch_1").write_bytes(content)
+    with pytest.raises(UserError, match="data_batch_1: not a readable CIFAR-10 batch") as refused:
+        read_batch(tmp_path / "data_batch_1")
+    assert "\n" not in str(refused.value)
+
+
+def test_a_memo_index_named_by_a_damaged_byte_allocates_nothing(tmp_path):
+    """A LONG_BINPUT naming memo slot 2**24 made the C unpickler allocate and clear a 268 MB memo array."""
+    (tmp_path / "data_batch_1").write_bytes(b"\x80\x02}r" + struct.pack("<I", 2 ** 24) + b".")
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError, match="not a CIFAR-10 batch"):
+            read_batch(tmp_path / "data_batch_1")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2 ** 20
 
 
 def test_wrong_shape_or_labels_are_refused(tmp_path):
