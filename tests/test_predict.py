@@ -125,6 +125,18 @@ def test_a_truncated_jpeg_is_reported_as_damaged(pictures, tmp_path):
         read_image(cut)
 
 
+def test_pillows_warnings_on_a_damaged_file_do_not_reach_the_user(tmp_path, recwarn):
+    """A TIFF cut inside its tag table: Pillow warns (corrupt EXIF data, truncated read) before it gives up; the
+    user sees the one line, not Pillow's warnings with its source lines."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "full.tiff")
+    for size in (30, 60):
+        cut = tmp_path / f"cut{size}.tiff"
+        cut.write_bytes((tmp_path / "full.tiff").read_bytes()[:size])
+        with pytest.raises(UserError, match=rf"cut{size}\.tiff: not an image"):
+            read_image(cut)
+    assert [str(w.message) for w in recwarn] == []
+
+
 # --- classification -----------------------------------------------------------------------------------------
 
 def test_each_file_gets_probabilities_and_a_sorted_top3(exported, pictures):
