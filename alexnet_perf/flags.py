@@ -64,7 +64,7 @@ def validate(config: Any) -> None:
             {"at_least": value >= b, "above": value > b, "at_most": value <= b, "below": value < b}[k]
             for k, b in bounds.items())
         if not ok:
-            want = _range_text(bounds) if bounds else "a finite number"
+            want = " ".join(filter(None, ("" if math.isfinite(value) else "a finite number", _range_text(bounds))))
             raise UserError(f"{flag(f.name)} must be {want}, got {value!r}")
 
 

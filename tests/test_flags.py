@@ -6,6 +6,7 @@ import errno
 import importlib
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 
 from alexnet_perf import flags
 from alexnet_perf.data import ARCHIVE_URL
+from alexnet_perf.errors import UserError
+from alexnet_perf.train_config import TrainConfig
 
 from conftest import benchmark_script
 
@@ -48,6 +51,16 @@ def test_help_lists_every_option_with_its_default(module):
             continue
         assert flags.flag(f.name) in help_text, f.name
         assert f"(default: {getattr(defaults, f.name)})" in help_text, f.name
+
+
+@pytest.mark.parametrize("value, message", [
+    ("inf", "--lr must be a finite number > 0, got inf"),
+    ("nan", "--lr must be a finite number > 0, got nan"),
+    ("-1", "--lr must be > 0, got -1.0"),
+])
+def test_an_infinite_or_nan_value_is_refused_as_not_finite_not_as_out_of_range(value, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        TrainConfig(lr=float(value))  # validated as it is built, as the CLI builds it
 
 
 @pytest.mark.parametrize("module", [m for m, (_, bad) in COMMANDS.items() if bad])
