@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -38,12 +39,29 @@ def write_failure(path: str | Path, error: OSError) -> UserError:
     return UserError(f"cannot write {path}: {reason}{hint}; the previous file, if any, is unchanged")
 
 
+def is_special_file(path: Path) -> bool:
+    """path is (or links to) a device, pipe or socket, such as /dev/null or a named pipe, or is a link to a process's
+    descriptor, such as /dev/stdout (whatever file that writes to): the rename of an atomic write would replace it
+    with a plain file (as root, /dev/null itself)."""
+    try:
+        if path.is_symlink() and os.readlink(path).startswith("/proc/"):
+            return True
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call write(f) on a new temporary binary file beside path, then rename it over path. The temporary is created
     with O_EXCL under a random name (tempfile.mkstemp), so it can be neither a planted link nor another run's file;
     the rename replaces a link at path itself instead of writing through it. An OSError (disk full, read-only
-    folder), also one torch wraps in a RuntimeError, becomes a UserError; nothing is left behind."""
+    folder), also one torch wraps in a RuntimeError, becomes a UserError; nothing is left behind. A device, pipe,
+    socket or descriptor link at path (is_special_file) is refused untouched."""
     path = Path(path)
+    if is_special_file(path):
+        raise UserError(f"cannot write {path}: it is a device, pipe, socket or descriptor link, not a file; "
+                        "it is unchanged")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -133,4 +151,6 @@ def check_writable(path: str | Path, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder, not a file")
+    if is_special_file(path):
+        raise UserError(f"{what} {path} is a device, pipe, socket or descriptor link, not a file")
     check_writable_dir(path.parent, what)

@@ -4,6 +4,7 @@ one wins, also across processes."""
 
 import errno
 import os
+import stat
 import subprocess
 import sys
 
@@ -35,6 +36,32 @@ def test_a_link_at_the_target_itself_is_replaced_not_followed(tmp_path):
     (tmp_path / "x.json").symlink_to(secret)
     write_text_atomic(tmp_path / "x.json", "new")
     assert secret.read_text() == "precious" and (tmp_path / "x.json").read_text() == "new"
+
+
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_pipe_or_device_at_the_target_is_refused_and_left_in_place(tmp_path, through_a_link):
+    """The rename would put a plain file where a named pipe, or (as root) /dev/null or /dev/full, was."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    target = tmp_path / "link" if through_a_link else pipe
+    if through_a_link:
+        target.symlink_to(pipe)
+    with pytest.raises(UserError, match="socket or descriptor link, not a file; it is unchanged"):
+        write_text_atomic(target, "new")
+    with pytest.raises(UserError, match=r"--json .* is a device, pipe, socket or descriptor link, not a file"):
+        atomic.check_writable(target, "--json")
+    assert stat.S_ISFIFO(pipe.stat().st_mode) and target.exists() and sorted(os.listdir(tmp_path)) == sorted(
+        ["pipe"] + (["link"] if through_a_link else []))
+
+
+def test_a_link_to_a_process_descriptor_is_refused_even_when_it_leads_to_a_plain_file(tmp_path):
+    """Like /dev/stdout with the output sent to a file: the rename would replace the link (as root, /dev/stdout)."""
+    with open(tmp_path / "out.txt", "w") as out:
+        (tmp_path / "stdout").symlink_to(f"/proc/self/fd/{out.fileno()}")
+        assert (tmp_path / "stdout").resolve() == (tmp_path / "out.txt").resolve()
+        with pytest.raises(UserError, match="is a device, pipe, socket or descriptor link, not a file"):
+            write_text_atomic(tmp_path / "stdout", "new")
+    assert (tmp_path / "stdout").is_symlink()
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "text"])
