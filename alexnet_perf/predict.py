@@ -101,15 +101,13 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         # Pillow's warnings are not the user's: metadata it skipped (corrupt EXIF, TIFF tags past the end; damaged
         # pixels still fail load() below, in one line) and sizes from 89 MP on (MAX_PIXELS refuses those in one line)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise UserError(f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is "
-                                    f"more than the {MAX_PIXELS / 1e6:.0f} decoded safely; shrink it first")
-                image.load()
-                return image_to_array(image)
+        with warnings.catch_warnings(action="ignore"), Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise UserError(f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is more "
+                                f"than the {MAX_PIXELS / 1e6:.0f} decoded safely; shrink it first")
+            image.load()
+            return image_to_array(image)
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image (Pillow cannot read it; use PNG or JPEG)") from None
     except Image.DecompressionBombError as e:
