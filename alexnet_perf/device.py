@@ -67,6 +67,12 @@ def cpu_has_bf16() -> bool:
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX matrix tiles (Intel Xeon since Sapphire Rapids), which oneDNN uses for bf16 and int8
+    convolutions: their matrix rate is several times that of AVX-512 BF16, so figures with and without it differ."""
+    return platform.machine().lower() in ("x86_64", "amd64") and torch.cpu._is_amx_tile_supported()
+
+
 def amp_precision(device: torch.device, enabled: bool) -> str:
     """Mixed precision's pick when enabled: bf16 on CPUs and GPUs that compute it natively, fp16 (with a GradScaler)
     on older GPUs, fp32 on CPUs without bf16 (mixed precision would only slow them down); fp32 when not enabled."""

@@ -211,7 +211,7 @@ def read_json(path: str | Path, missing: str, kind: str = "JSON", flag: str = ""
 def machine_description() -> str:
     """'N cores, CPU model, what torch's CPU kernels use' (plus the GPU when one is visible): the machine a figure was
     measured on. The instruction set says which figures compare: a CPU without AVX-512 or native bf16 trains at a
-    fraction of the speed of one with them."""
+    fraction of the speed of one with them, and AMX's matrix tiles multiply several times faster again."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -224,9 +224,10 @@ def machine_description() -> str:
     try:
         import torch
 
-        from .device import cpu_has_bf16
+        from .device import cpu_has_amx, cpu_has_bf16
 
         text += f", {torch.backends.cpu.get_cpu_capability()} {'with' if cpu_has_bf16() else 'without'} native bf16"
+        text += " and AMX" if cpu_has_amx() else ""
         if torch.cuda.is_available():
             text += f", GPU {torch.cuda.get_device_name()}"
     except ImportError:

@@ -20,8 +20,17 @@ def test_the_machine_description_names_the_instruction_set_and_whether_bf16_is_n
 
     from alexnet_perf import device, records
 
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: False)
     for native, words in ((True, "with native bf16"), (False, "without native bf16")):
         monkeypatch.setattr(device, "cpu_has_bf16", lambda native=native: native)
         text = records.machine_description()
         assert text.startswith(f"{os.cpu_count()} cores, ")
-        assert f", {torch.backends.cpu.get_cpu_capability()} {words}" in text
+        assert f", {torch.backends.cpu.get_cpu_capability()} {words}" in text and "AMX" not in text
+
+
+def test_the_machine_description_names_amx_where_the_cpu_has_it(monkeypatch):
+    from alexnet_perf import device, records
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
+    assert "with native bf16 and AMX" in records.machine_description()
