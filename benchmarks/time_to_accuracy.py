@@ -267,18 +267,21 @@ def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: s
 
 def save_plot(records: dict[str, dict], path: str | Path) -> None:
     """Test accuracy against wall time (log scale): each run, each recipe's mean, and for the original recipe a dashed
-    line from its measured epochs to the seed's 83.18 % at its extrapolated 496-epoch time. The legend's labels are
-    also stored in the PNG's Description, so that a reader (or a test) can tell which recipes it shows."""
+    line from its measured epochs to the seed's 83.18 % at its extrapolated 496-epoch time. Recipes measured on
+    different machines each name theirs in the legend (their times do not compare). The legend's labels are also
+    stored in the PNG's Description, so that a reader (or a test) can tell which recipes it shows."""
 
     def draw(ax: Axes) -> dict[str, str]:
         ax.axhline(100 * SEED_ACCURACY, color="grey", linestyle=":", label=f"the seed's {100 * SEED_ACCURACY:.2f} %")
+        machines = {recipe: record.get("machine", "unknown machine") for recipe, record in records.items()}
+        mixed = len(set(machines.values())) > 1
         for recipe in sorted(records, key=list(RECIPES).index):
-            _plot_recipe(ax, recipe, records[recipe]["runs"])
+            _plot_recipe(ax, recipe, records[recipe]["runs"], machines[recipe] if mixed else "")
         ax.set_xscale("log")
         ax.set_xlabel("wall time per run (s, log scale)")
         ax.set_ylabel("test accuracy (%, no TTA)")
-        machines = sorted({r.get("machine", "unknown machine") for r in records.values()})
-        ax.set_title(f"CIFAR-10 test accuracy against wall time\n{'; '.join(machines)}", fontsize=10)
+        subtitle = "each recipe on the machine its label names" if mixed else next(iter(machines.values()), "")
+        ax.set_title(f"CIFAR-10 test accuracy against wall time\n{subtitle}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         return {"Description": "; ".join(ax.get_legend_handles_labels()[1])}
@@ -286,14 +289,16 @@ def save_plot(records: dict[str, dict], path: str | Path) -> None:
     save_figure(path, (8, 5), draw)
 
 
-def _plot_recipe(ax, recipe: str, runs: list[dict]) -> None:
-    """One recipe's runs and mean; the original recipe's extrapolation when it ran fewer than the seed's epochs."""
+def _plot_recipe(ax, recipe: str, runs: list[dict], machine: str) -> None:
+    """One recipe's runs and mean (its label naming machine, if given); the original recipe's extrapolation when it
+    ran fewer than the seed's epochs."""
     walls, accs = [r["wall_seconds"] for r in runs], [100 * r["test_accuracy"] for r in runs]
     epochs = round(statistics.fmean(r["epochs"] for r in runs))
     points = ax.scatter(walls, accs, alpha=0.5, s=20)
     mean = (statistics.fmean(walls), statistics.fmean(accs))
     ax.plot(*mean, marker="o", markersize=9, color=points.get_facecolor()[0][:3], linestyle="none",
-            label=f"{recipe}: {epochs} epochs, mean of {len(runs)} run{'s' if len(runs) > 1 else ''}")
+            label=f"{recipe}: {epochs} epochs, mean of {len(runs)} run{'s' if len(runs) > 1 else ''}"
+                  + (f" ({machine})" if machine else ""))
     if _is_extrapolated(recipe, runs):
         target = (statistics.fmean(extrapolated_seconds(r) for r in runs), 100 * SEED_ACCURACY)
         ax.plot([mean[0], target[0]], [mean[1], target[1]], linestyle="--", marker="*", markevery=[1],

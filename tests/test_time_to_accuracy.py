@@ -137,6 +137,17 @@ def test_report_only_records_a_saved_json_and_redraws_the_picture(tta_module, tm
     assert "**84.00 ± 1.00 %**" in results.read_text()
 
 
+def test_the_picture_names_each_recipes_machine_only_when_the_machines_differ(tta_module, tmp_path):
+    fast, best = _record("fast"), _record("best")
+    tta_module.save_plot({"fast": fast, "best": best}, tmp_path / "same.png")
+    assert "(2 cores, test)" not in _plot_labels(tmp_path / "same.png")
+    best["machine"] = "2 cores, other"
+    tta_module.save_plot({"fast": fast, "best": best}, tmp_path / "mixed.png")
+    labels = _plot_labels(tmp_path / "mixed.png")
+    assert "fast: 10 epochs, mean of 3 runs (2 cores, test)" in labels
+    assert "best: 10 epochs, mean of 3 runs (2 cores, other)" in labels
+
+
 @pytest.mark.parametrize("content, problem", [
     (None, "not found"),
     ("{not json", "not a time-to-accuracy JSON"),
