@@ -121,7 +121,16 @@ def test_int8_model_is_qdq_with_per_channel_seven_bit_conv_weights(exported):
         assert np.abs(weights).max() == 64  # the 7-bit range [-64, 64], used to its end
         scale = inits[node.input[1]]
         assert list(scale.dims) == [inits[node.input[0]].dims[0]]  # one scale per output channel
-    assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) >= 5  # activations are quantised too
+    activations = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(activations) >= 5  # activations are quantised too
+
+
+def test_int8_model_quantises_activations_to_uint8(exported):
+    """u8 activations: OpenVINO runs s8 ones through fp32 convolutions on an AMX CPU."""
+    proto = onnx.load(str(exported.paths["int8"]))
+    inits = {i.name: i for i in proto.graph.initializer}
+    quantize = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantize and all(inits[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in quantize)
 
 
 def _other_architectures(ckpt: dict) -> dict[str, dict]:
