@@ -236,10 +236,10 @@ def _is_extrapolated(recipe: str, runs: list[dict]) -> bool:
     return recipe == "original" and statistics.fmean(r["epochs"] for r in runs) < SEED_EPOCHS
 
 
-def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: str) -> str:
-    """The recipe's RESULTS.md section: one row per seed, then mean ± sd."""
+def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: str, machine: str) -> str:
+    """The recipe's RESULTS.md section: one row per seed, then mean ± sd, naming the machine the runs were on."""
     lines = [f"### Time to accuracy: recipe `{recipe}`", "",
-             f"Command: `{command}`  ", f"Date: {date}; machine: {machine_description()}", "",
+             f"Command: `{command}`  ", f"Date: {date}; machine: {machine}", "",
              "| seed | test acc | test acc (flip TTA) | wall s | data s | train s | val s | test eval s | epochs "
              "| img/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -368,7 +368,8 @@ def publish(results: str | Path, record: dict) -> list[Path]:
     saved, plot = record_path(results, recipe), Path(results).parent / PLOT_NAME
     write_text_atomic(saved, json.dumps(record, indent=2))
     update_section(results, f"time-to-accuracy-{recipe}",
-                   markdown(recipe, runs, summarize(runs), record["command"], record["date"]))
+                   markdown(recipe, runs, summarize(runs), record["command"], record["date"],
+                            record.get("machine", "unknown machine")))
     save_plot(records, plot)
     return [saved, Path(results), plot]
 

@@ -92,7 +92,8 @@ def test_summary_and_table_report_mean_and_sd(tta_module):
     summary = tta_module.summarize(runs)
     assert summary["test_accuracy"]["mean"] == pytest.approx(0.84)
     assert summary["test_accuracy"]["sd"] == pytest.approx(0.01)
-    table = tta_module.markdown("fast", runs, summary, "python benchmarks/time_to_accuracy.py", "2026-11-29")
+    table = tta_module.markdown("fast", runs, summary, "python benchmarks/time_to_accuracy.py", "2026-11-29",
+                                "2 cores, test")
     assert "**84.00 ± 1.00 %**" in table and "| 2 | 85.00 % | 86.00 % |" in table
     assert "xtrapolated" not in table
 
@@ -101,7 +102,7 @@ def test_the_original_recipes_time_is_extrapolated_from_its_measured_epoch_time(
     run = {"wall_seconds": 100.0, "train_seconds": 60.0, "val_seconds": 6.0, "epochs": 1}
     assert tta_module.extrapolated_seconds(run) == pytest.approx(100.0 + 66.0 * 495)
     runs = [{**_runs(epochs=1)[0], **run}]
-    table = tta_module.markdown("original", runs, tta_module.summarize(runs), "cmd", "date")
+    table = tta_module.markdown("original", runs, tta_module.summarize(runs), "cmd", "date", "m")
     assert "Extrapolated to the seed's 496 epochs" in table and "≈ 9.1 h" in table
 
 
@@ -135,6 +136,7 @@ def test_report_only_records_a_saved_json_and_redraws_the_picture(tta_module, tm
     assert "best: 10 epochs, mean of 3 runs" in _plot_labels(tmp_path / "time-to-accuracy.png")
     assert json.loads((tmp_path / "time_to_accuracy-best.json").read_text())["runs"] == _runs()
     assert "**84.00 ± 1.00 %**" in results.read_text()
+    assert "Date: 2026-11-29 05:18 UTC; machine: 2 cores, test" in results.read_text()  # the runs' machine, not this
 
 
 def test_the_picture_names_each_recipes_machine_only_when_the_machines_differ(tta_module, tmp_path):
@@ -227,7 +229,7 @@ def test_resume_continues_a_seed_stopped_mid_run_and_sums_its_parts(tta_module, 
     assert run["resumed"] and run["epochs"] == 2
     parts = run["data_seconds"] + run["train_seconds"] + run["val_seconds"] + run["test_eval_seconds"]
     assert run["wall_seconds"] == pytest.approx(parts)
-    table = tta_module.markdown("fast", [run], tta_module.summarize([run]), "cmd", "date")
+    table = tta_module.markdown("fast", [run], tta_module.summarize([run]), "cmd", "date", "m")
     assert "| 0 (resumed) |" in table and "sum of its parts" in table
 
 
