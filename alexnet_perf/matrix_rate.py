@@ -25,13 +25,30 @@ def _timed_rates(run: Callable[[], object], flops: float, reps: int) -> dict[str
     return {"best_gflops": flops / min(seconds) / 1e9, "median_gflops": flops / statistics.median(seconds) / 1e9}
 
 
+def _onednn_int8_product(a: torch.Tensor, b: torch.Tensor) -> Callable[[], torch.Tensor] | None:
+    """a @ b by oneDNN's int8 linear layer (a's non-negative int8 values read as u8, b's as s8, summed in int32 and
+    returned exactly in fp32): the kernel OpenVINO's and inductor's int8 layers use, which on a CPU with AMX runs on its
+    int8 tiles, where torch._int_mm does not. None where this torch has no such operator."""
+    try:
+        packed = torch.ops.onednn.qlinear_prepack(b.T.contiguous(), list(a.shape))
+    except (AttributeError, RuntimeError):
+        return None
+    x, ones, zeros = a.view(torch.uint8), torch.ones(b.shape[1]), torch.zeros(b.shape[1], dtype=torch.long)
+    return lambda: torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, packed, ones, zeros, None, 1.0, 0, torch.float32,
+                                                      "none", [], "")
+
+
 def _ways(precision: str, n: int) -> dict[str, Callable[[], object]]:
     """The ways the product is done. Floating point: torch.mm (BLAS) and the same product as a 1×1 convolution
     (oneDNN, the library the network's convolutions use; on some CPUs the fp32 BLAS path is much slower than
-    oneDNN's). int8: torch._int_mm, int8 × int8 summed in int32 (the VNNI instructions the INT8 backends use)."""
+    oneDNN's). int8: torch._int_mm, int8 × int8 summed in int32 (the VNNI instructions), and where torch has it
+    oneDNN's int8 linear layer (u8 × s8, what the INT8 backends run; AMX tiles where the CPU has them)."""
     if precision == "int8":
-        a, b = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))
-        return {"int_mm": lambda: torch._int_mm(a, b)}
+        a = torch.randint(0, 128, (n, n), dtype=torch.int8)  # non-negative: the same values as oneDNN's u8 input
+        b = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+        ways = {"int_mm": lambda: torch._int_mm(a, b)}
+        onednn = _onednn_int8_product(a, b)
+        return ways if onednn is None else {**ways, "onednn_linear": onednn}
     dtype = PRECISIONS[precision]
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     x = a.view(1, n, 1, n).permute(0, 3, 1, 2)  # a's rows as the n pixels of a channels-last n×1 image

@@ -27,11 +27,11 @@ def test_rate_is_the_products_flops_over_its_fastest_and_median_call_of_the_fast
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "int8"])
 def test_each_way_computes_the_product_in_its_precision(precision):
     ways = matrix_rate._ways(precision, 32)
-    assert set(ways) == ({"int_mm"} if precision == "int8" else {"mm", "conv1x1"})
+    assert set(ways) == ({"int_mm", "onednn_linear"} if precision == "int8" else {"mm", "conv1x1"})
     products = [run() for run in ways.values()]
     products = [p[0, :, :, 0].T if p.dim() == 4 else p for p in products]  # the convolution's [0, j, i, 0] is [i, j]
-    expected = torch.int32 if precision == "int8" else matrix_rate.PRECISIONS[precision]
-    assert all(p.dtype == expected for p in products)
+    expected = [torch.int32, torch.float32] if precision == "int8" else [matrix_rate.PRECISIONS[precision]] * 2
+    assert [p.dtype for p in products] == expected  # oneDNN's int8 layer returns its int32 sums exactly in fp32
     tolerance = dict(rtol=0.02, atol=0.5) if precision == "bf16" else dict(rtol=1e-5, atol=1e-3)
     for product in products[1:]:  # the same product, whichever way (bf16 ways may round differently)
         torch.testing.assert_close(product.float(), products[0].float(), **tolerance)
@@ -46,10 +46,16 @@ def test_int8_rate_times_the_int8_product_summed_in_int32(monkeypatch):
         return int_mm(a, b)
 
     monkeypatch.setattr(torch, "_int_mm", spy)
-    _clock(monkeypatch, 0.002, 0.001)
+    _clock(monkeypatch, 0.002, 0.001, 0.004, 0.004)  # torch._int_mm's two timed calls, then oneDNN's
     rate = matrix_rate.matrix_rate("int8", 64, reps=2)
     assert seen == [(torch.int8, torch.int8, (64, 64), (64, 64))] * 3  # one untimed call, then the two timed
     assert rate["way"] == "int_mm" and rate["best_gflops"] == pytest.approx(2 * 64 ** 3 / 0.001 / 1e9)
+    assert rate["onednn_linear_best_gflops"] == pytest.approx(2 * 64 ** 3 / 0.004 / 1e9)
+
+
+def test_int8_rate_without_onednns_int8_layer_is_torch_int_mm_alone(monkeypatch):
+    monkeypatch.setattr(matrix_rate, "_onednn_int8_product", lambda a, b: None)
+    assert set(matrix_rate._ways("int8", 16)) == {"int_mm"}
 
 
 def test_the_faster_of_two_measurements_is_kept_per_precision():
