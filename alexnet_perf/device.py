@@ -58,19 +58,24 @@ def cuda_has_bf16() -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+def _on_x86() -> bool:
+    """Whether this is an x86-64 machine, where torch.cpu's instruction-set checks apply."""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively: AVX-512 BF16 or AMX on x86, the BF16 extension on Arm. Without it
     oneDNN emulates bf16 through fp32, several times slower than fp32 itself (10× for the training step on an AVX2
     CPU), and a CPU has no fast fp16 either."""
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if _on_x86():
+        return torch.cpu._is_avx512_bf16_supported() or cpu_has_amx()
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX matrix tiles (Intel Xeon since Sapphire Rapids), which oneDNN uses for bf16 and int8
     convolutions: their matrix rate is several times that of AVX-512 BF16, so figures with and without it differ."""
-    return platform.machine().lower() in ("x86_64", "amd64") and torch.cpu._is_amx_tile_supported()
+    return _on_x86() and torch.cpu._is_amx_tile_supported()
 
 
 def amp_precision(device: torch.device, enabled: bool) -> str:

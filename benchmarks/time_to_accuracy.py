@@ -236,6 +236,11 @@ def _is_extrapolated(recipe: str, runs: list[dict]) -> bool:
     return recipe == "original" and statistics.fmean(r["epochs"] for r in runs) < SEED_EPOCHS
 
 
+def _machine(record: dict) -> str:
+    """The machine a record's runs were measured on (records saved before it was kept name none)."""
+    return record.get("machine", "unknown machine")
+
+
 def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: str, machine: str) -> str:
     """The recipe's RESULTS.md section: one row per seed, then mean ± sd, naming the machine the runs were on."""
     lines = [f"### Time to accuracy: recipe `{recipe}`", "",
@@ -273,7 +278,7 @@ def save_plot(records: dict[str, dict], path: str | Path) -> None:
 
     def draw(ax: Axes) -> dict[str, str]:
         ax.axhline(100 * SEED_ACCURACY, color="grey", linestyle=":", label=f"the seed's {100 * SEED_ACCURACY:.2f} %")
-        machines = {recipe: record.get("machine", "unknown machine") for recipe, record in records.items()}
+        machines = {recipe: _machine(record) for recipe, record in records.items()}
         mixed = len(set(machines.values())) > 1
         for recipe in sorted(records, key=list(RECIPES).index):
             _plot_recipe(ax, recipe, records[recipe]["runs"], machines[recipe] if mixed else "")
@@ -368,8 +373,7 @@ def publish(results: str | Path, record: dict) -> list[Path]:
     saved, plot = record_path(results, recipe), Path(results).parent / PLOT_NAME
     write_text_atomic(saved, json.dumps(record, indent=2))
     update_section(results, f"time-to-accuracy-{recipe}",
-                   markdown(recipe, runs, summarize(runs), record["command"], record["date"],
-                            record.get("machine", "unknown machine")))
+                   markdown(recipe, runs, summarize(runs), record["command"], record["date"], _machine(record)))
     save_plot(records, plot)
     return [saved, Path(results), plot]
 
