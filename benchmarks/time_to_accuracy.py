@@ -95,12 +95,13 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class Record:
-    """A saved JSON of this script: the recipe, how and when it ran, and its runs."""
+    """A saved JSON of this script: the recipe, how, when and on what machine it ran, and its runs."""
 
     recipe: str
     command: str
     date: str
     runs: list[RunRecord]
+    machine: str = "unknown machine"  # records saved before it was kept name none
 
 
 # --- training -------------------------------------------------------------------------------------------------
@@ -237,8 +238,8 @@ def _is_extrapolated(recipe: str, runs: list[dict]) -> bool:
 
 
 def _machine(record: dict) -> str:
-    """The machine a record's runs were measured on (records saved before it was kept name none)."""
-    return record.get("machine", "unknown machine")
+    """The machine a record's runs were measured on (Record's default where the record names none)."""
+    return record.get("machine", Record.machine)
 
 
 def markdown(recipe: str, runs: list[dict], summary: dict, command: str, date: str, machine: str) -> str:

@@ -157,6 +157,7 @@ def test_the_picture_names_each_recipes_machine_only_when_the_machines_differ(tt
     (json.dumps({**_record(), "runs": [{**_runs()[0], "epochs": "ten"}]}), "runs[0].epochs is str"),
     (json.dumps(_record("quick")), "unknown recipe 'quick'"),
     (json.dumps(_record(runs=_runs(accuracies=(83.5,)))), "test accuracies must lie in 0..1"),
+    (json.dumps({**_record(), "machine": ["2 cores"]}), "machine is list"),
 ])
 def test_bad_report_only_file_is_one_line_and_writes_nothing(tta_module, tmp_path, capsys, content, problem):
     saved = tmp_path / "saved.json"
