@@ -9,7 +9,9 @@ memory traffic, and inductor's stock handling of two of them moves more bytes th
   and NaN included); other pools keep inductor's gather-style lowering.
 - BatchNorm's stock backward stores an fp32 copy of each bf16 layer gradient; the rewrite reads the bf16 gradient
   directly.
-Inductor fuses both into the neighbouring BatchNorm and ReLU kernels.
+- BatchNorm's stock training forward takes mean and variance in one Welford pass, a division per element; the
+  rewrite sums twice (mean, then squared deviations from it), plain vector adds, as exact.
+Inductor fuses all of them into the neighbouring BatchNorm and ReLU kernels.
 
 Compiled graphs are kept in torch's persistent caches (AOTAutograd's and inductor's, under
 $TORCHINDUCTOR_CACHE_DIR, by default in the system's temporary folder), so that a later run of the same shapes
@@ -31,6 +33,7 @@ from torch import nn
 aten = torch.ops.aten
 POOL = aten.max_pool2d_with_indices.default
 POOL_BACKWARD = aten.max_pool2d_with_indices_backward.default
+BATCH_NORM = aten._native_batch_norm_legit_functional.default
 BATCH_NORM_BACKWARD = aten.native_batch_norm_backward.default
 REWRITES_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # changes with the rewrites' code
 
@@ -85,6 +88,31 @@ def _pool_2x2_backward(grad: torch.Tensor, x: torch.Tensor, kernel_size: Any, st
     return torch.where(upsample(indices) == position, upsample(grad), 0).contiguous(memory_format=layout)
 
 
+def _batch_norm_two_pass(default: Callable) -> Callable:
+    """Training BatchNorm's forward with the batch statistics from two sums over each channel (the mean, then the
+    squared deviations from it) instead of the stock decomposition's Welford reduction, whose division per element
+    inductor's CPU kernels pay for every activation; outputs, saved statistics and running statistics as the stock
+    decomposition gives them. Other cases keep it."""
+    def forward(input: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                running_mean: torch.Tensor, running_var: torch.Tensor, training: bool, momentum: float,
+                eps: float) -> tuple[torch.Tensor, ...]:
+        if not (training and input.dim() == 4 and weight is not None and bias is not None):
+            return default(input, weight, bias, running_mean, running_var, training, momentum, eps)
+        shape, dims = (1, -1, 1, 1), [0, 2, 3]
+        count = input.numel() // input.shape[1]
+        x = input.float()
+        mean = torch.sum(x, dims) / count
+        centred = x - mean.view(shape)
+        variance = torch.sum(centred * centred, dims) / count
+        invstd = torch.rsqrt(variance + eps)
+        output = centred * (invstd * weight).view(shape) + bias.view(shape)
+        saved_dtype = input.dtype if input.device.type == "cpu" else mean.dtype  # as the stock decomposition
+        return (output.to(input.dtype), mean.to(saved_dtype), invstd.to(saved_dtype),
+                momentum * mean + (1 - momentum) * running_mean,
+                momentum * variance * (count / (count - 1)) + (1 - momentum) * running_var)
+    return forward
+
+
 def _batch_norm_backward_low_precision(default: Callable) -> Callable:
     """Training BatchNorm's backward for a bf16/fp16 gradient, computed in fp32 like the stock decomposition, but
     with the gradient read as is by its three users (two channel sums and the input gradient): the stock version
@@ -133,6 +161,7 @@ def rewrite_table(digest: str = REWRITES_DIGEST) -> RewriteTable:
     table = RewriteTable(select_decomp_table())
     table[POOL] = _pool_2x2(table[POOL], _low_memory_max_pool_with_offsets)
     table[POOL_BACKWARD] = _pool_2x2_backward
+    table[BATCH_NORM] = _batch_norm_two_pass(table[BATCH_NORM])
     table[BATCH_NORM_BACKWARD] = _batch_norm_backward_low_precision(table[BATCH_NORM_BACKWARD])
     return table
 

@@ -1,5 +1,5 @@
 """The CPU training compile's rewrites: max-pool gives exactly aten's values, indices and gradients (ties and NaN
-included) and BatchNorm's backward the stock decomposition's gradients, in eager calls and inside a compiled step;
+included) and BatchNorm's forward and backward the stock decomposition's outputs and gradients, in eager calls and inside a compiled step;
 the compiled graphs are kept in torch's persistent caches."""
 
 import json
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from alexnet_perf import compilation, flags
-from alexnet_perf.compilation import (BATCH_NORM_BACKWARD, POOL, _batch_norm_backward_low_precision,
-                                      _pool_2x2, _pool_2x2_backward, compile_network)
+from alexnet_perf.compilation import (BATCH_NORM, BATCH_NORM_BACKWARD, POOL, _batch_norm_backward_low_precision,
+                                      _batch_norm_two_pass, _pool_2x2, _pool_2x2_backward, compile_network)
 from alexnet_perf.model import AlexNetCifar
 
 aten = torch.ops.aten
@@ -136,6 +136,53 @@ def test_batch_norm_backward_of_fp32_or_evaluation_keeps_the_stock_decomposition
     evaluation = _batch_norm_backward_args(torch.bfloat16)[:7] + (False, 1e-5, [True, True, True])
     for args in (fp32, evaluation):
         assert _batch_norm_backward_low_precision(lambda *a: "stock")(*args) == "stock"
+
+
+def _stock_batch_norm():
+    from torch._inductor.decomposition import select_decomp_table
+    return select_decomp_table()[BATCH_NORM]
+
+
+def _batch_norm_args(dtype: torch.dtype, training: bool = True) -> tuple:
+    """A layer's input whose channels sit far from 0 (means up to 40 standard deviations: the statistics must not
+    lose them to cancellation), with weights, biases and running statistics."""
+    g = torch.Generator().manual_seed(0)
+    offsets = torch.tensor([0.0, 1.0, -3.0, 10.0, 40.0, -40.0]).view(1, 6, 1, 1)
+    x = (torch.randn(8, 6, 5, 5, generator=g) + offsets).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.rand(6, generator=g) + 0.5, torch.randn(6, generator=g)
+    return x, weight, bias, torch.randn(6, generator=g), torch.rand(6, generator=g) + 0.5, training, 0.1, 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_two_pass_batch_norm_forward_gives_the_stock_outputs_and_statistics(dtype):
+    args = _batch_norm_args(dtype)
+    expected = _stock_batch_norm()(*args)
+    got = _batch_norm_two_pass(lambda *a: pytest.fail("fell back"))(*args)
+    assert [t.dtype for t in got] == [t.dtype for t in expected] == [dtype] * 3 + [torch.float32] * 2
+    torch.testing.assert_close(got[0], expected[0])  # both computed in fp32, rounded to dtype once
+    for g, e in zip(got[1:], expected[1:]):
+        torch.testing.assert_close(g.float(), e.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1].float(), args[0].float().mean((0, 2, 3)).to(dtype).float())
+    torch.testing.assert_close(got[4], 0.9 * args[4] + 0.1 * args[0].float().var((0, 2, 3)), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_forward_in_evaluation_or_without_affine_parameters_keeps_the_stock_decomposition():
+    evaluation = _batch_norm_args(torch.bfloat16, training=False)
+    x, _, _, mean, var, *rest = _batch_norm_args(torch.bfloat16)
+    for args in (evaluation, (x, None, None, mean, var, *rest)):
+        assert _batch_norm_two_pass(lambda *a: "stock")(*args) == "stock"
+
+
+def test_the_rewrite_tables_training_batch_norm_takes_no_welford_var_mean(monkeypatch):
+    """inductor lowers var_mean to a Welford reduction: the table's training forward must not call it (the stock
+    decomposition does), and its backward is the low-precision rewrite."""
+    table = compilation.rewrite_table()
+    monkeypatch.setattr(torch, "var_mean", lambda *a, **k: pytest.fail("var_mean called"))
+    table[BATCH_NORM](*_batch_norm_args(torch.bfloat16))
+    backward = _batch_norm_backward_args(torch.bfloat16)
+    for got, expected in zip(table[BATCH_NORM_BACKWARD](*backward),
+                             _batch_norm_backward_low_precision(lambda *a: pytest.fail("fell back"))(*backward)):
+        assert torch.equal(got, expected)
 
 
 @pytest.mark.slow
