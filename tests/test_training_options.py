@@ -89,3 +89,24 @@ def test_amp_on_a_cpu_without_bf16_trains_in_fp32(monkeypatch):
         monkeypatch.setattr(device, "cpu_has_bf16", lambda: native)
         t = build_training(TrainConfig(batch_size=16, device="cpu", amp=True, whiten_init=False), data)
         assert t.precision == precision
+
+
+
+
+def test_the_update_is_sgds_fused_kernel_and_follows_nesterovs_formula_in_every_group():
+    data = (torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8).numpy(), (torch.arange(32) % 10).numpy())
+    t = build_training(TrainConfig("fast", epochs=2, batch_size=16, amp=False, device="cpu", val_size=0), data)
+    x, y = next(iter(t.train_loader))
+    t.step(x, y)  # momentum buffers, and the scheduled learning rates
+    t.criterion(t.model(x), y).backward()
+    groups = t.optimizer.param_groups
+    assert len(groups) == 3 and all(g["fused"] for g in groups)
+    expected = []
+    for g in groups:
+        for p in g["params"]:
+            d = p.grad + g["weight_decay"] * p.detach()
+            buffer = 0.9 * t.optimizer.state[p]["momentum_buffer"] + d
+            expected.append(p.detach() - g["lr"] * (d + 0.9 * buffer))
+    t.optimizer.step()
+    for p, e in zip((p for g in groups for p in g["params"]), expected):
+        torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-7)
