@@ -1,6 +1,6 @@
 """The CPU training compile's rewrites: max-pool gives exactly aten's values, indices and gradients (ties and NaN
-included) and BatchNorm's forward and backward the stock decomposition's outputs and gradients, in eager calls and inside a compiled step;
-the compiled graphs are kept in torch's persistent caches."""
+included) and BatchNorm's forward and backward the stock decomposition's outputs and gradients, in eager calls and
+inside a compiled step; the compiled graphs are kept in torch's persistent caches."""
 
 import json
 import os
