@@ -82,11 +82,13 @@ class DeviceLoader:
     """Batches of normalised images and labels from uint8 pixels resident on one device.
 
     train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
-    augment, random crop (of the image zero-padded by crop_padding) + flip; cutout > 0: cut_out a square of that side
-    at a uniformly drawn centre of each training image. low_res_epochs > 0: the first epochs train on random
+    augment, random crop (of the image zero-padded by crop_padding) + flip; with alternate_flips each image's flip is
+    drawn once and inverted every other epoch (airbench) instead of drawn anew. cutout > 0: cut_out a square of that
+    side at a uniformly drawn centre of each training image. low_res_epochs > 0: the first epochs train on random
     low_res_size crops (cheaper per image; the network ends in global average pooling, so any input size works).
-    All randomness of epoch e comes from a generator seeded with (seed, e), so an epoch can be replayed, or resumed
-    from any batch, exactly. train=False: fixed order, every sample once.
+    All randomness of epoch e comes from a generator seeded with (seed, e) (alternating flips: their first draw, from
+    one seeded with seed alone), so an epoch can be replayed, or resumed from any batch, exactly. train=False: fixed
+    order, every sample once.
     The images are kept as pixel_words: a batch is one gather and four passes along contiguous rows, its values
     those of normalize() of the cropped and flipped uint8 images (then cut_out's squares), already channels-last.
     """
@@ -94,7 +96,7 @@ class DeviceLoader:
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
                  device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
                  channels_last: bool = True, crop_padding: int = 4, low_res_epochs: int = 0,
-                 low_res_size: int = 32, cutout: int = 0) -> None:
+                 low_res_size: int = 32, cutout: int = 0, alternate_flips: bool = False) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
         if train and len(images) < batch_size:
@@ -107,6 +109,7 @@ class DeviceLoader:
         self.seed, self.channels_last = seed, channels_last
         self.low_res_epochs, self.low_res_size = low_res_epochs, low_res_size
         self.cutout = cutout if train else 0
+        self.alternate_flips = alternate_flips
         self.stats = normalization_stats(self.device)
 
     @property
@@ -143,7 +146,10 @@ class DeviceLoader:
             order = torch.randperm(n, generator=g, device=self.device)
             if crop:
                 offsets = torch.randint(0, self.words.shape[-1] - size + 1, (2, n), generator=g, device=self.device)
-            if self.augment:
+            if self.augment and self.alternate_flips:
+                first = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + 999_983)
+                flips = (torch.rand(n, generator=first, device=self.device) < 0.5) ^ bool(epoch % 2)
+            elif self.augment:
                 flips = torch.rand(n, generator=g, device=self.device) < 0.5
             if self.cutout:
                 centres = torch.randint(0, size, (2, n), generator=g, device=self.device)

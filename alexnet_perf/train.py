@@ -54,7 +54,8 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
                             f"--resume, replace it with --overwrite, or write elsewhere with --checkpoint PATH")
         return cfg, None
     ckpt = load_checkpoint(last)
-    saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
+    # an option newer than the checkpoint takes its dataclass default (off), as that run trained, not its recipe's
+    saved = {f.name: ckpt["config"].get(f.name, f.default) for f in fields(TrainConfig)}
     conflicting = [name for name, value in given_settings(cfg).items() if name in saved and saved[name] != value]
     if conflicting:
         name = conflicting[0]

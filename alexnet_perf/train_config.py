@@ -52,6 +52,8 @@ class TrainConfig:
     clip_grad_norm: float = flags.option(1.0, "clip the gradient's global L2 norm to this (0: no clipping)",
                                        at_least=0)
     augment: bool = flags.option(False, "random crop (zero padding) + horizontal flip, batched on the device")
+    alternate_flips: bool = flags.option(False, "with --augment, mirror a random half of the images in even epochs "
+                                              "and the other half in odd ones (airbench), instead of drawing anew")
     crop_padding: int = flags.option(4, "padding of the random crop with --augment, in pixels", at_least=0,
                                    at_most=16)
     cutout: int = flags.option(0, "cutout: set a square of this side, at a random centre of each training image and "

@@ -86,6 +86,28 @@ def test_augmentation_changes_images_but_keeps_labels():
     assert changed > 80  # of 96: only the centre offset (1 of 81) without a flip leaves an image as it was
 
 
+def _mirrored(loader: DeviceLoader, images: torch.Tensor, epoch: int) -> dict[int, bool]:
+    """Per image (the loader's labels are the images' indices), whether `epoch` served it mirrored."""
+    plain = normalize(images)
+    served = {}
+    for x, y in loader.epoch(epoch):
+        for crop, i in zip(x, y.tolist()):
+            assert torch.equal(crop, plain[i].flip(2)) != torch.equal(crop, plain[i])
+            served[i] = torch.equal(crop, plain[i].flip(2))
+    return served
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch():
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    loader = DeviceLoader(images, torch.arange(96), 16, train=True, augment=True, crop_padding=0, seed=4,
+                          alternate_flips=True)
+    first, second, third = (_mirrored(loader, images, e) for e in range(3))
+    assert 30 < sum(first.values()) < 66  # a random half
+    assert all(second[i] != first[i] for i in first) and third == first
+    drawn = DeviceLoader(images, torch.arange(96), 16, train=True, augment=True, crop_padding=0, seed=4)
+    assert _mirrored(drawn, images, 2) != _mirrored(drawn, images, 0)  # drawn anew each epoch otherwise
+
+
 def test_resuming_an_epoch_mid_way_replays_the_same_batches():
     loader, _ = _loader(train=True, augment=True, seed=5)
     full = list(loader.epoch(2))

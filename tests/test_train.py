@@ -8,7 +8,7 @@ import torch
 
 from alexnet_perf.checkpoint import last_path, load_checkpoint, save_atomic
 from alexnet_perf.errors import UserError
-from alexnet_perf.train import train
+from alexnet_perf.train import prepare_run, train
 from alexnet_perf.train_config import TrainConfig
 from alexnet_perf.training import Training, build_training, lr_factor
 
@@ -70,9 +70,10 @@ def test_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_would(synt
 
 
 def test_resume_is_exact_with_the_fast_training_options_on(synthetic_cifar, tmp_path):
-    """Low-resolution epochs, cutout, BatchNorm-bias rate, scaled dropout, EMA with a fast BatchNorm momentum."""
-    options = dict(epochs=3, augment=True, low_res_epochs=2, low_res_size=24, cutout=8, bn_bias_lr_scale=4.0,
-                   ema=0.8, bn_momentum=0.4, dropout_scale=0.5)
+    """Low-resolution epochs, cutout, alternating flips, BatchNorm-bias rate, scaled dropout, EMA with a fast
+    BatchNorm momentum."""
+    options = dict(epochs=3, augment=True, low_res_epochs=2, low_res_size=24, cutout=8, alternate_flips=True,
+                   bn_bias_lr_scale=4.0, ema=0.8, bn_momentum=0.4, dropout_scale=0.5)
     train(tiny_config(synthetic_cifar, tmp_path / "straight", **options))
     first = train(tiny_config(synthetic_cifar, tmp_path / "broken", **options), stop=StopAfter(20))
     saved = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
@@ -89,6 +90,18 @@ def test_resume_is_exact_with_the_fast_training_options_on(synthetic_cifar, tmp_
 def test_resume_without_a_saved_run_is_a_clear_error(synthetic_cifar, tmp_path):
     with pytest.raises(UserError, match="checkpoint not found"):
         train(tiny_config(synthetic_cifar, tmp_path, resume=True))
+
+
+def test_resuming_a_run_saved_before_an_option_existed_keeps_that_option_off(synthetic_cifar, tmp_path):
+    cfg = tiny_config(synthetic_cifar, tmp_path, recipe="fast", epochs=2, val_size=64, amp=False)
+    assert cfg.alternate_flips  # the recipe's value today
+    train(cfg, stop=StopAfter(3))
+    last = last_path(tmp_path / "m.pth")
+    ckpt = load_checkpoint(last)
+    del ckpt["config"]["alternate_flips"]  # as a checkpoint of a version without the option
+    save_atomic(ckpt, last)
+    resumed, _ = prepare_run(tiny_config(synthetic_cifar, tmp_path, recipe="fast", resume=True))
+    assert not resumed.alternate_flips and resumed.epochs == 2 and resumed.amp is False
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_best_checkpoint(synthetic_cifar, tmp_path):
