@@ -56,7 +56,7 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
     ckpt = load_checkpoint(last)
     # an option newer than the checkpoint takes its dataclass default (off), as that run trained, not its recipe's
     saved = {f.name: ckpt["config"].get(f.name, f.default) for f in fields(TrainConfig)}
-    conflicting = [name for name, value in given_settings(cfg).items() if name in saved and saved[name] != value]
+    conflicting = [name for name, value in given_settings(cfg).items() if saved[name] != value]
     if conflicting:
         name = conflicting[0]
         raise UserError(f"--resume continues {last} with its saved configuration, but {flags.flag(name)} "
