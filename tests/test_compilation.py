@@ -106,9 +106,10 @@ def test_compiled_pool_step_uses_the_rewrite_and_matches_eager_exactly_on_tied_i
     assert torch.equal(grads[1][1], grads[0][1])
 
 
-def _stock_batch_norm_backward():
+def _stock(op):
+    """Inductor's stock decomposition of op."""
     from torch._inductor.decomposition import select_decomp_table
-    return select_decomp_table()[BATCH_NORM_BACKWARD]
+    return select_decomp_table()[op]
 
 
 def _batch_norm_backward_args(dtype: torch.dtype) -> tuple:
@@ -123,7 +124,7 @@ def _batch_norm_backward_args(dtype: torch.dtype) -> tuple:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_batch_norm_backward_rewrite_gives_the_stock_gradients(dtype):
     args = _batch_norm_backward_args(dtype)
-    expected = _stock_batch_norm_backward()(*args)
+    expected = _stock(BATCH_NORM_BACKWARD)(*args)
     got = _batch_norm_backward_low_precision(lambda *a: pytest.fail("fell back"))(*args)
     assert [t.dtype for t in got] == [t.dtype for t in expected] == [dtype, torch.float32, torch.float32]
     torch.testing.assert_close(got[0], expected[0])  # both computed in fp32, rounded to dtype once
@@ -136,11 +137,6 @@ def test_batch_norm_backward_of_fp32_or_evaluation_keeps_the_stock_decomposition
     evaluation = _batch_norm_backward_args(torch.bfloat16)[:7] + (False, 1e-5, [True, True, True])
     for args in (fp32, evaluation):
         assert _batch_norm_backward_low_precision(lambda *a: "stock")(*args) == "stock"
-
-
-def _stock_batch_norm():
-    from torch._inductor.decomposition import select_decomp_table
-    return select_decomp_table()[BATCH_NORM]
 
 
 def _batch_norm_args(dtype: torch.dtype, training: bool = True) -> tuple:
@@ -156,7 +152,7 @@ def _batch_norm_args(dtype: torch.dtype, training: bool = True) -> tuple:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_two_pass_batch_norm_forward_gives_the_stock_outputs_and_statistics(dtype):
     args = _batch_norm_args(dtype)
-    expected = _stock_batch_norm()(*args)
+    expected = _stock(BATCH_NORM)(*args)
     got = _batch_norm_two_pass(lambda *a: pytest.fail("fell back"))(*args)
     assert [t.dtype for t in got] == [t.dtype for t in expected] == [dtype] * 3 + [torch.float32] * 2
     torch.testing.assert_close(got[0], expected[0])  # both computed in fp32, rounded to dtype once

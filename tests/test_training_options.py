@@ -91,8 +91,6 @@ def test_amp_on_a_cpu_without_bf16_trains_in_fp32(monkeypatch):
         assert t.precision == precision
 
 
-
-
 def test_the_update_is_sgds_fused_kernel_and_follows_nesterovs_formula_in_every_group():
     data = (torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8).numpy(), (torch.arange(32) % 10).numpy())
     t = build_training(TrainConfig("fast", epochs=2, batch_size=16, amp=False, device="cpu", val_size=0), data)
