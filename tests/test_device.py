@@ -77,3 +77,17 @@ def test_cpus_without_native_bf16_train_in_fp32(monkeypatch, machine):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
         assert amp_precision(cpu, True) == ("bf16" if native else "fp32")
         assert amp_precision(cpu, False) == "fp32"
+
+
+SEED_AND_REPORT = """
+import sys, torch
+from alexnet_perf.device import seed_everything
+seed_everything(0, sys.argv[1] == "deterministic")
+print(torch.are_deterministic_algorithms_enabled(), "torch._inductor" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("mode, expected", [("default", "False False"), ("deterministic", "True True")])
+def test_seeding_sets_deterministic_algorithms_and_imports_the_compiler_only_when_asked(mode, expected):
+    out = subprocess.run([sys.executable, "-c", SEED_AND_REPORT, mode], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == expected.split()

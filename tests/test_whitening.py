@@ -2,7 +2,7 @@
 
 import torch
 
-from alexnet_perf.whitening import patch_whitening_filters
+from alexnet_perf.whitening import patch_covariance, patch_whitening_filters
 
 
 def test_whitening_filters_decorrelate_patches_to_unit_variance():
@@ -15,3 +15,10 @@ def test_whitening_filters_decorrelate_patches_to_unit_variance():
     out = torch.nn.functional.conv2d(images, filters[:4]).permute(1, 0, 2, 3).reshape(4, -1)
     cov = torch.cov(out)
     torch.testing.assert_close(cov, torch.eye(4), atol=0.05, rtol=0.05)
+
+
+def test_patch_covariance_equals_the_covariance_of_all_patches_at_once():
+    torch.manual_seed(0)
+    images = torch.randn(70, 3, 9, 9) * 2 + 1  # chunks of 32 leave a partial one; a mean far from 0
+    patches = torch.nn.functional.unfold(images, 5).transpose(1, 2).reshape(-1, 75).double()
+    torch.testing.assert_close(patch_covariance(images, 5), torch.cov(patches.T, correction=0), atol=1e-5, rtol=1e-5)
