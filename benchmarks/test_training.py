@@ -93,7 +93,7 @@ def test_recipe_step_cuda(measure, make_images, compiled_graphs, gpu_device: tor
     t = build_training(cfg, (images, np.arange(len(images)) % 10))
     mode = compile_mode(variant, t.device)
     if mode is not None:
-        t.net = compile_network(t.model, t.device, mode)
+        t.net = compile_network(t.objective, t.device, mode)
     images_per_epoch = (50_000 - cfg.val_size) // cfg.batch_size * cfg.batch_size
     _measure_step(measure, t, backend=f"{recipe}-{variant}", threads=None, reference=False, recipe=recipe,
                   images_per_epoch=images_per_epoch, epochs=cfg.epochs)

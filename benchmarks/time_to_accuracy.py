@@ -58,6 +58,8 @@ class TimeToAccuracyConfig:
                                 "extrapolated",
                              at_least=0)
     data_dir: str | None = flags.option(None, DATA_DIR_HELP)
+    compile: bool = flags.option(False, "train with --compile, as README's first command does (torch's compile caches "
+                                        "as they are: with empty ones the first seed also compiles)")
     parallel: int = flags.option(1, "train this many seeds at once, splitting the cores (accuracy runs; wall times "
                                   "are then not single-run figures)", at_least=1)
     keep: str = flags.option("", "keep the trained checkpoints, and each finished seed's figures (RECIPE-SEED.json), "
@@ -438,7 +440,7 @@ def report_only(cfg: TimeToAccuracyConfig) -> int:
 def measure(cfg: TimeToAccuracyConfig) -> int:
     """Check everything that can be checked, train the seeds, print and record the results."""
     check_outputs(cfg, cfg.recipe)
-    overrides = {"epochs": cfg.epochs} if cfg.epochs else {}
+    overrides = {**({"epochs": cfg.epochs} if cfg.epochs else {}), **({"compile": True} if cfg.compile else {})}
     recorded = check_keep(cfg, overrides)
     if cfg.results:
         load_other_records(cfg.results, cfg.recipe)  # a damaged one would otherwise stop the picture after training

@@ -297,3 +297,16 @@ def test_a_full_disk_at_the_picture_is_one_line_and_keeps_the_previous_picture(t
     assert err.startswith(f"{tta_module.PROG}: error: cannot write {picture}: No space left")
     assert picture.read_bytes() == b"the previous picture" and "wrote" not in out
     assert json.loads((tmp_path / "time_to_accuracy-best.json").read_text())["runs"] == _runs()
+
+
+@pytest.mark.parametrize("args, compiled", [((), False), (("--compile",), True)])
+def test_compile_flag_trains_every_seed_compiled(tta_module, synthetic_cifar, capsys, monkeypatch, args, compiled):
+    asked = []
+
+    def run_all(recipe, seeds, data_dir, workdir, parallel, **overrides):
+        asked.append(tta_module.seed_config(recipe, 0, data_dir, workdir, **overrides).compile)
+        return _runs()
+
+    monkeypatch.setattr(tta_module, "run_all", run_all)
+    assert _cli(tta_module, capsys, "--runs", "3", "--data-dir", str(synthetic_cifar), "--results", "", *args)[0] == 0
+    assert asked == [compiled]

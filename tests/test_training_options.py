@@ -96,7 +96,7 @@ def test_the_update_is_sgds_fused_kernel_and_follows_nesterovs_formula_in_every_
     t = build_training(TrainConfig("fast", epochs=2, batch_size=16, amp=False, device="cpu", val_size=0), data)
     x, y = next(iter(t.train_loader))
     t.step(x, y)  # momentum buffers, and the scheduled learning rates
-    t.criterion(t.model(x), y).backward()
+    t.objective(x, y)[0].backward()
     groups = t.optimizer.param_groups
     assert len(groups) == 3 and all(g["fused"] for g in groups)
     expected = []
