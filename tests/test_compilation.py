@@ -33,6 +33,11 @@ def _rewritten_pool():
     return _pool_2x2(select_decomp_table()[POOL], _low_memory_max_pool_with_offsets)
 
 
+def _rewritten_pool_backward():
+    from torch._inductor.inductor_prims import _low_memory_max_pool_with_offsets
+    return _pool_2x2_backward(_low_memory_max_pool_with_offsets)
+
+
 def _tied_maps() -> torch.Tensor:
     """Small integer values (most windows hold ties) with NaN in some windows, one of them twice."""
     x = torch.randint(-2, 3, (2, 4, 6, 8), generator=torch.Generator().manual_seed(0)).float()
@@ -49,15 +54,15 @@ def test_2x2_pool_rewrite_gives_aten_values_indices_and_gradients_with_ties_and_
     assert torch.equal(new_indices, indices)
     grad = torch.randn_like(values)
     expected = aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
-    got = _pool_2x2_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+    got = _rewritten_pool_backward()(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
     assert torch.equal(got, expected)
     assert got.is_contiguous(memory_format=layout)
 
 
 def test_2x2_pool_rewrite_widens_window_offsets_to_int64_only_from_int32_and_never_multiplies_int64():
     """Inductor's CPU code converts int8 vectors to int64 one lane at a time, and multiplies int64 vectors so too
-    before AVX-512; this index arithmetic is recomputed for every input element in each pool's backward (it made the
-    compiled fp32 step 9-14 % slower than eager on an AVX2 CPU)."""
+    before AVX-512 (when the backward still formed these indices, it made the compiled fp32 step 9-14 % slower than
+    eager on an AVX2 CPU)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     pool = _rewritten_pool()
@@ -73,6 +78,24 @@ def test_2x2_pool_rewrite_widens_window_offsets_to_int64_only_from_int32_and_nev
     assert (torch.int8, torch.int64) not in conversions and not int64_products
 
 
+def test_2x2_pool_backward_rewrite_forms_no_int64_index_and_never_reads_the_indices():
+    """It finds each window's offset again from the pool's input and compares it, as a float, with each input's
+    place in its window: inductor's CPU code converts and compares int64 vectors slowly (forming the indices made the
+    first block's un-pooling 2.3-3.8 ms against 0.5), and the forward's indices, unread, are never computed."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x = _tied_maps()
+    values, indices = aten.max_pool2d_with_indices(x, [2, 2], [2, 2])
+    backward = _rewritten_pool_backward()
+    graph = make_fx(lambda g, x, i: backward(g, x, [2, 2], [2, 2], [0, 0], [1, 1], False, i))(
+        torch.ones_like(values), x, indices).graph
+    index_input = [n for n in graph.nodes if n.op == "placeholder"][2]
+    assert not index_input.users
+    values = [v for n in graph.nodes if n.op == "call_function" for v in torch.utils._pytree.tree_leaves(n.meta["val"])]
+    int64 = [v for v in values if isinstance(v, torch.Tensor) and v.dtype == torch.int64]
+    assert values and all(v.dim() <= 2 for v in int64)  # only the (H, W) pattern of places, from the loop indices
+
+
 @pytest.mark.parametrize("kernel, stride, padding, width", [(3, 2, 1, 8), (2, 1, 0, 8), (2, 2, 0, 7)])
 def test_pools_with_overlapping_padded_or_partial_windows_keep_inductors_handling(kernel, stride, padding, width):
     x = torch.randn(1, 2, 8, width)
@@ -80,8 +103,8 @@ def test_pools_with_overlapping_padded_or_partial_windows_keep_inductors_handlin
     pool = _pool_2x2(lambda *args: calls.append(args) or "default", None)
     assert pool(x, [kernel, kernel], [stride, stride], [padding, padding]) == "default" and len(calls) == 1
     values, indices = aten.max_pool2d_with_indices(x, [kernel] * 2, [stride] * 2, [padding] * 2)
-    assert _pool_2x2_backward(torch.ones_like(values), x, [kernel] * 2, [stride] * 2, [padding] * 2, [1, 1], False,
-                              indices) is NotImplemented
+    assert _rewritten_pool_backward()(torch.ones_like(values), x, [kernel] * 2, [stride] * 2, [padding] * 2, [1, 1],
+                                      False, indices) is NotImplemented
 
 
 @pytest.mark.slow
@@ -90,7 +113,8 @@ def test_compiled_pool_step_uses_the_rewrite_and_matches_eager_exactly_on_tied_i
                                                                                       dtype):
     """Pool after ReLU (the network's order): zeros tie in most windows, and rounded values tie elsewhere."""
     traced = []
-    monkeypatch.setattr(compilation, "_pool_2x2_backward", lambda *args: traced.append(1) or _pool_2x2_backward(*args))
+    monkeypatch.setattr(compilation, "_pool_2x2_backward",
+                        lambda offsets: lambda *args: traced.append(1) or _pool_2x2_backward(offsets)(*args))
     torch.manual_seed(0)
     torch.compiler.reset()
     block = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.ReLU(), nn.MaxPool2d(2)).to(memory_format=torch.channels_last)
@@ -230,7 +254,7 @@ def test_compile_falls_back_to_stock_inductor_in_one_line_when_the_rewrites_fail
     def moved(*args):
         raise RuntimeError("inductor internals moved")
 
-    monkeypatch.setattr(compilation, "_pool_2x2_backward", moved)
+    monkeypatch.setattr(compilation, "_pool_2x2_backward", lambda pool_with_offsets: moved)
     flags.quiet_cpu_only_warnings()  # as every command does
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2)).train()
