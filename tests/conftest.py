@@ -108,7 +108,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         mp.chdir(root)  # the CIFAR decode cache goes under root/.cache
         data_dir = make_synthetic_cifar(root / "cifar")
         checkpoint = root / "model.pth"
-        train(TrainConfig(epochs=1, batch_size=16, lr=0.05, val_size=64, data_dir=str(data_dir),
+        train(TrainConfig(epochs=3, batch_size=16, lr=0.05, val_size=64, data_dir=str(data_dir),
                           checkpoint=str(checkpoint), tensorboard=False, device="cpu"))
         paths = run_export(ExportConfig(checkpoint=str(checkpoint), out=str(root / "exports"), data_dir=str(data_dir),
                                         calibration_images=128, parity=False))
