@@ -15,10 +15,11 @@ from torch import nn
 
 def patch_covariance(images: torch.Tensor, kernel_size: int, chunk: int = 32) -> torch.Tensor:
     """(d, d) float64 covariance of the images' k×k patches (d = C·k·k, unfold's order), from chunk images at a
-    time: all 5,000 images' patches at once are 1.2 GB, whose copies took over a second; a chunk's fit in cache."""
+    time: all 5,000 images' patches at once are 1.2 GB, whose copies took over a second; a chunk's patches fit in
+    cache. On the images' device."""
     d = images.shape[1] * kernel_size * kernel_size
-    total = torch.zeros(d, dtype=torch.float64)
-    products = torch.zeros(d, d, dtype=torch.float64)
+    total = torch.zeros(d, dtype=torch.float64, device=images.device)
+    products = torch.zeros(d, d, dtype=torch.float64, device=images.device)
     for start in range(0, len(images), chunk):
         patches = F.unfold(images[start:start + chunk].float(), kernel_size)  # (n, d, positions)
         total += patches.sum((0, 2)).double()

@@ -22,3 +22,8 @@ def test_patch_covariance_equals_the_covariance_of_all_patches_at_once():
     images = torch.randn(70, 3, 9, 9) * 2 + 1  # chunks of 32 leave a partial one; a mean far from 0
     patches = torch.nn.functional.unfold(images, 5).transpose(1, 2).reshape(-1, 75).double()
     torch.testing.assert_close(patch_covariance(images, 5), torch.cov(patches.T, correction=0), atol=1e-5, rtol=1e-5)
+
+
+def test_patch_covariance_stays_on_the_images_device():
+    """Training on a GPU whitens images already there: no accumulator may sit on the CPU (meta stands in here)."""
+    assert patch_covariance(torch.empty(40, 3, 8, 8, device="meta"), 5).device.type == "meta"
