@@ -68,8 +68,8 @@ def _pool_2x2(default: Callable, pool_with_offsets: Callable) -> Callable:
         values, offsets = pool_with_offsets(x, [2, 2], [2, 2], [0, 0], [1, 1], ceil_mode)
         # offset = 2 * row + column within the window, so the input's flat index is corner + row * W + column =
         # corner + offset + row * (W - 2). Computed in int32 and widened last: torch's CPU vector code converts
-        # int8 to int64 one lane at a time (int8 to int32 to int64 is vectorised), and the backward of every pool
-        # recomputes this for each input element.
+        # int8 to int64 one lane at a time (int8 to int32 to int64 is vectorised). The backward below never reads
+        # these indices, so a training graph does not compute them.
         local = offsets.to(torch.int32)
         local = torch.where(local >= 2, local + (x.shape[-1] - 2), local)
         return values, (_window_corners(x) + local).to(torch.int64)
