@@ -440,7 +440,9 @@ def report_only(cfg: TimeToAccuracyConfig) -> int:
 def measure(cfg: TimeToAccuracyConfig) -> int:
     """Check everything that can be checked, train the seeds, print and record the results."""
     check_outputs(cfg, cfg.recipe)
-    overrides = {**({"epochs": cfg.epochs} if cfg.epochs else {}), **({"compile": True} if cfg.compile else {})}
+    overrides: dict[str, Any] = {"epochs": cfg.epochs} if cfg.epochs else {}
+    if cfg.compile:
+        overrides["compile"] = True
     recorded = check_keep(cfg, overrides)
     if cfg.results:
         load_other_records(cfg.results, cfg.recipe)  # a damaged one would otherwise stop the picture after training
