@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from alexnet_perf import compilation, flags
-from alexnet_perf.compilation import (BATCH_NORM, BATCH_NORM_BACKWARD, POOL, _batch_norm_backward_low_precision,
-                                      _batch_norm_two_pass, _pool_2x2, _pool_2x2_backward, compile_network)
+from alexnet_perf.compilation import (BATCH_NORM, BATCH_NORM_BACKWARD, POOL, POOL_BACKWARD,
+                                      _batch_norm_backward_low_precision, _batch_norm_two_pass, _pool_2x2,
+                                      _pool_2x2_backward, compile_network)
 from alexnet_perf.model import AlexNetCifar
 
 aten = torch.ops.aten
@@ -28,14 +29,11 @@ def empty_compile_cache(monkeypatch, tmp_path):
 
 
 def _rewritten_pool():
-    from torch._inductor.decomposition import select_decomp_table
-    from torch._inductor.inductor_prims import _low_memory_max_pool_with_offsets
-    return _pool_2x2(select_decomp_table()[POOL], _low_memory_max_pool_with_offsets)
+    return compilation.rewrite_table()[POOL]
 
 
 def _rewritten_pool_backward():
-    from torch._inductor.inductor_prims import _low_memory_max_pool_with_offsets
-    return _pool_2x2_backward(_low_memory_max_pool_with_offsets)
+    return compilation.rewrite_table()[POOL_BACKWARD]
 
 
 def _tied_maps() -> torch.Tensor:
@@ -91,9 +89,10 @@ def test_2x2_pool_backward_rewrite_forms_no_int64_index_and_never_reads_the_indi
         torch.ones_like(values), x, indices).graph
     index_input = [n for n in graph.nodes if n.op == "placeholder"][2]
     assert not index_input.users
-    values = [v for n in graph.nodes if n.op == "call_function" for v in torch.utils._pytree.tree_leaves(n.meta["val"])]
-    int64 = [v for v in values if isinstance(v, torch.Tensor) and v.dtype == torch.int64]
-    assert values and all(v.dim() <= 2 for v in int64)  # only the (H, W) pattern of places, from the loop indices
+    outputs = [v for n in graph.nodes if n.op == "call_function"
+               for v in torch.utils._pytree.tree_leaves(n.meta["val"])]
+    int64 = [v for v in outputs if isinstance(v, torch.Tensor) and v.dtype == torch.int64]
+    assert outputs and all(v.dim() <= 2 for v in int64)  # only the (H, W) pattern of places, from the loop indices
 
 
 @pytest.mark.parametrize("kernel, stride, padding, width", [(3, 2, 1, 8), (2, 1, 0, 8), (2, 2, 0, 7)])
