@@ -37,8 +37,9 @@ class Backend(ABC):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run a validated batch."""
 
-    def host_threads(self) -> int | None:
-        """Host threads doing the work on a CPU backend (None on a GPU): torch's, unless the runtime has its own."""
+    def host_threads(self, batch_size: int) -> int | None:
+        """Host threads doing the work on a CPU backend for a batch of batch_size (None on a GPU): torch's, unless
+        the runtime has its own."""
         return torch.get_num_threads() if self.device.type == "cpu" else None
 
     def __repr__(self) -> str:

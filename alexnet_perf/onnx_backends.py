@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from .artifacts import INPUT_NAME, OUTPUT_NAME, load_artifact
+from .artifacts import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, load_artifact
 from .backend_base import Backend, BackendUnavailable, target_device
 from .errors import UserError
 
@@ -17,6 +17,11 @@ OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENC
 # their unquantised operations in f32
 OPENVINO_PERFORMANCE_HINT = "LATENCY"  # one stream: faster than THROUGHPUT at batch 1 and 128 with one request at a
 # time, equal at 1024 (exports/README.md)
+OPENVINO_ONE_THREAD_BATCH = {"int8": 2}  # int8 batches up to this size run on one thread, their operators too small
+# to share (2 cores: 71 µs a call on one thread, 87 on two at batch 1; 57 against 46 µs an image at 4); bf16 and fp32
+# gain from a second thread from batch 1 on
+OPENVINO_COPIED_BATCH = 8  # batches up to this size are copied into the request's own input buffer: wrapping a new
+# array costs ≈ 10 µs a call, an eighth of a batch-1 call; larger ones are shared, not copied
 
 
 def ort_session(path: str | Path, device: torch.device | str = "cpu", *, graph_optimization: str = "all",
@@ -62,7 +67,7 @@ class OrtBackend(Backend):
         self.name, self.session, self.device = name, session, device
         self.num_classes = int(session.get_outputs()[0].shape[1])
 
-    def host_threads(self) -> int | None:
+    def host_threads(self, batch_size: int) -> int | None:
         return self.session.get_session_options().intra_op_num_threads if self.device.type == "cpu" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,6 +114,22 @@ def openvino_config(precision: str, threads: int) -> dict[str, Any]:
             "PERFORMANCE_HINT": OPENVINO_PERFORMANCE_HINT, "INFERENCE_NUM_THREADS": threads}
 
 
+def openvino_threads(precision: str, batch_size: int, threads: int) -> int:
+    """One thread for the smallest int8 batches (OPENVINO_ONE_THREAD_BATCH), `threads` otherwise."""
+    return 1 if batch_size <= OPENVINO_ONE_THREAD_BATCH.get(precision, 0) else threads
+
+
+def compile_for_batch(core: Any, model: Any, precision: str, batch_size: int, threads: int,
+                      extra: dict[str, Any] | None = None) -> Any:
+    """model compiled for the CPU in precision for exactly batch_size images (a fixed shape: a dynamic batch
+    dimension costs ≈ 15 µs a call in shape inference and allocation, a fifth of a batch-1 call), on
+    openvino_threads(...) threads; extra: more compile_model properties."""
+    model = model.clone()
+    model.reshape([batch_size, *INPUT_SHAPE])
+    config = {**openvino_config(precision, openvino_threads(precision, batch_size, threads)), **(extra or {})}
+    return core.compile_model(model, "CPU", config)
+
+
 def _check_openvino_precision(core: Any, compiled: Any, precision: str) -> None:
     """BackendUnavailable when this CPU cannot run the precision (OpenVINO would silently fall back to f32)."""
     capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -121,28 +142,69 @@ def _check_openvino_precision(core: Any, compiled: Any, precision: str) -> None:
         raise BackendUnavailable(f"OpenVINO compiled the {precision} model in {used} on this CPU")
 
 
-class OpenVinoBackend(Backend):
-    """An OpenVINO model compiled for the CPU, run through one reused infer request (one call at a time); the input
-    is shared with OpenVINO, the output copied (OpenVINO reuses its buffers)."""
+class _Compiled(NamedTuple):
+    """One batch size's compiled model, its infer request and the arrays the request reads and writes."""
 
-    def __init__(self, name: str, compiled: Any) -> None:
-        self.name, self.compiled, self.device = name, compiled, torch.device("cpu")
-        self.request = compiled.create_infer_request()
+    model: Any
+    request: Any
+    input: np.ndarray | None  # None: larger batches are shared with the request, not copied (OPENVINO_COPIED_BATCH)
+    output: np.ndarray
+
+
+class OpenVinoBackend(Backend):
+    """An OpenVINO model compiled for the CPU once for each batch size it meets (compile_for_batch), each run through
+    one reused infer request (one call at a time) writing into an array of ours, copied out (the next call
+    overwrites it)."""
+
+    def __init__(self, name: str, core: Any, model: Any, precision: str, threads: int) -> None:
+        self.name, self.device = name, torch.device("cpu")
+        self.core, self.model, self.precision, self.threads = core, model, precision, threads
+        self.batches: dict[int, _Compiled] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.request.infer({0: x.contiguous().numpy()}, share_inputs=True)
-        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+        run = self._compiled(x.shape[0])
+        if run.input is not None:
+            np.copyto(run.input, x.numpy())
+            run.request.infer()
+        else:
+            run.request.infer({0: x.contiguous().numpy()}, share_inputs=True)
+        return torch.from_numpy(run.output.copy())
 
-    def host_threads(self) -> int:
-        return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+    def compiled(self, batch_size: int) -> Any:
+        """The OpenVINO compiled model for batch_size images (compiled at its first use)."""
+        return self._compiled(batch_size).model
+
+    def _compiled(self, batch_size: int) -> _Compiled:
+        if batch_size not in self.batches:
+            ov = _openvino()
+            compiled = compile_for_batch(self.core, self.model, self.precision, batch_size, self.threads)
+            request, output = compiled.create_infer_request(), np.empty(compiled.output(0).shape, np.float32)
+            request.set_output_tensor(ov.Tensor(output, shared_memory=True))
+            inputs = None
+            if batch_size <= OPENVINO_COPIED_BATCH:
+                inputs = np.empty((batch_size, *INPUT_SHAPE), np.float32)
+                request.set_input_tensor(ov.Tensor(inputs, shared_memory=True))
+            self.batches[batch_size] = _Compiled(compiled, request, inputs, output)
+        return self.batches[batch_size]
+
+    def host_threads(self, batch_size: int) -> int:
+        return openvino_threads(self.precision, batch_size, self.threads)
 
 
 def openvino_backend(path: str | Path, precision: str = "fp32") -> OpenVinoBackend:
-    """openvino-<precision>: an ONNX file (the fp32 one, or the QDQ INT8 one for precision int8) read and compiled
-    by OpenVINO for the CPU with as many threads as torch uses (like compared with like)."""
+    """openvino-<precision>: an ONNX file (the fp32 one, or the QDQ INT8 one for precision int8) read by OpenVINO
+    and compiled for the CPU with as many threads as torch uses (like compared with like; the smallest int8 batches
+    on one), checked by compiling it for one image."""
     ov = _openvino()
-    config = openvino_config(precision, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    openvino_config(precision, threads)  # an unknown precision: a UserError before any file is read
     core = ov.Core()
-    compiled = load_artifact(path, lambda p: core.compile_model(core.read_model(p), "CPU", config))
-    _check_openvino_precision(core, compiled, precision)
-    return OpenVinoBackend(f"openvino-{precision}", compiled)
+
+    def read_and_compile(file: str) -> OpenVinoBackend:
+        backend = OpenVinoBackend(f"openvino-{precision}", core, core.read_model(file), precision, threads)
+        backend.compiled(1)
+        return backend
+
+    backend = load_artifact(path, read_and_compile)
+    _check_openvino_precision(core, backend.compiled(1), precision)
+    return backend

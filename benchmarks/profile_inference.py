@@ -2,12 +2,12 @@
 
     python benchmarks/profile_inference.py [--precision int8] [--batch-size 1] [--exports exports]
 
-Compiles the exported ONNX file exactly as onnx_backends.openvino_backend does (same precision hint, performance hint
-and threads) plus PERF_COUNT, runs the batch, and sums each operator type's real time over --calls calls. Sets the
-rate the calls reach (the network's FLOPs, or int8 operations, per second) against the matrix rate of the same
-precision measured in the same run (alexnet_perf.matrix_rate, before and after the calls). Prints the table and the
-mean time per call, and writes them as a marked section of benchmarks/RESULTS.md (key
-`inference-profile-PRECISION-bBATCH`). Time it on a quiet machine.
+Compiles the exported ONNX file exactly as onnx_backends.openvino_backend does (compile_for_batch: same precision
+hint, performance hint, threads and fixed batch size) plus PERF_COUNT, runs the batch, and sums each operator type's
+real time over --calls calls. Sets the rate the calls reach (the network's FLOPs, or int8 operations, per second)
+against the matrix rate of the same precision measured in the same run (alexnet_perf.matrix_rate, before and after
+the calls). Prints the table and the mean time per call, and writes them as a marked section of
+benchmarks/RESULTS.md (key `inference-profile-PRECISION-bBATCH`). Time it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from alexnet_perf.artifacts import FILES, INT8, ONNX
 from alexnet_perf.artifacts import load_artifact
 from alexnet_perf.matrix_rate import fastest, matrix_rates
 from alexnet_perf.model import flops_per_sample
-from alexnet_perf.onnx_backends import openvino_config
+from alexnet_perf.onnx_backends import compile_for_batch, openvino_threads
 from alexnet_perf.records import LOCAL_RESULTS, machine_description, update_section
 
 PROG = "python benchmarks/profile_inference.py"
@@ -65,8 +65,8 @@ def profile(cfg: ProfileInferenceConfig) -> InferenceProfile:
 
     path = Path(cfg.exports) / FILES[INT8 if cfg.precision == "int8" else ONNX]
     core = ov.Core()
-    config = {**openvino_config(cfg.precision, torch.get_num_threads()), "PERF_COUNT": True}
-    compiled = load_artifact(path, lambda p: core.compile_model(core.read_model(p), "CPU", config))
+    compiled = load_artifact(path, lambda p: compile_for_batch(core, core.read_model(p), cfg.precision, cfg.batch_size,
+                                                                torch.get_num_threads(), {"PERF_COUNT": True}))
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((cfg.batch_size, 3, 32, 32), dtype=np.float32)
     for _ in range(50):
@@ -106,7 +106,7 @@ def markdown(cfg: ProfileInferenceConfig, p: InferenceProfile, flops: float) -> 
     lines = [f"### OpenVINO {cfg.precision}, batch {cfg.batch_size}: time per operator type", "",
              f"Command: `{flags.command_line(PROG, cfg)}`  ",
              f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {machine_description()}; "
-             f"{torch.get_num_threads()} threads", "",
+             f"{openvino_threads(cfg.precision, cfg.batch_size, torch.get_num_threads())} threads", "",
              f"{p.wall_ms:.4f} ms per call ({p.wall_ms / cfg.batch_size:.4f} ms/sample) measured around `infer`; the "
              f"{p.operators} executed operators' own counters sum to {total:.4f} ms per call.", "",
              rate_line(cfg, p, flops), "",

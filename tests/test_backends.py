@@ -186,8 +186,8 @@ def test_torchscript_backend_runs_the_module_optimised_for_inference(backends):
     assert "prim::mkldnn_convolution" in kinds and "aten::_convolution" not in kinds
 
 
-def _openvino_properties(backend) -> dict[str, str]:
-    compiled = backend.compiled
+def _openvino_properties(backend, batch_size: int = 4) -> dict[str, str]:
+    compiled = backend.compiled(batch_size)
     return {"precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "hint": str(compiled.get_property("PERFORMANCE_HINT")),
             "threads": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
@@ -197,7 +197,30 @@ def _openvino_properties(backend) -> dict[str, str]:
 def test_openvino_backends_force_f32_with_the_latency_hint_and_torchs_threads(backends, kind, precision):
     assert _openvino_properties(backends[kind]) == {"precision": precision, "hint": "LATENCY",
                                                     "threads": torch.get_num_threads()}
-    assert backends[kind].host_threads() == torch.get_num_threads()
+    assert backends[kind].host_threads(4) == torch.get_num_threads()
+
+
+@pytest.mark.parametrize("precision, one_thread_batches", [("fp32", []), ("int8", [1, 2])])
+def test_openvino_runs_the_smallest_int8_batches_on_one_thread(exported, precision, one_thread_batches):
+    pytest.importorskip("openvino")
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)  # CI runs one thread a leg: the choice shows only with two
+    try:
+        backend = create_backend(f"openvino-{precision}", None, exported.out)
+    finally:
+        torch.set_num_threads(old)
+    for batch_size in (1, 2, 3, 9):
+        threads = 1 if batch_size in one_thread_batches else 2
+        assert _openvino_properties(backend, batch_size)["threads"] == backend.host_threads(batch_size) == threads
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 9])  # copied into the request's buffer up to 8 images, shared above
+def test_openvino_compiles_each_batch_size_with_that_size_fixed(backends, batch_size):
+    backend, x = backends["openvino"], _x(batch_size)
+    out = backend(x.contiguous(memory_format=torch.channels_last))
+    shape = backend.compiled(batch_size).input(0).get_partial_shape()
+    assert shape.is_static and shape.to_shape() == [batch_size, 3, 32, 32]
+    torch.testing.assert_close(out, backends["eager"](x), rtol=0, atol=1e-4)
 
 
 def test_openvino_bf16_backend_computes_in_bf16_close_to_fp32(exported, backends):
