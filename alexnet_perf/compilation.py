@@ -1,7 +1,8 @@
 """torch.compile for the training step, with the CPU rewrites that keep it at least as fast as eager.
 
-Outside the convolutions (oneDNN's, the same calls as eager's) a CPU step is BatchNorm, ReLU and max-pool, bound by
-memory traffic, and inductor's stock handling of two of them moves more bytes than eager's kernels:
+Outside the convolutions (oneDNN's, the same calls as eager's but for the last rewrite) a CPU step is BatchNorm, ReLU
+and max-pool, bound by memory traffic, and inductor's stock handling of two of them moves more bytes than eager's
+kernels:
 - max-pool's stock backward is a scatter_add over an fp32 NCHW copy of the gradient, and inductor's lowering turns
   the saved int8 window offsets back into int64 indices lane by lane. For the network's pools (2x2, stride 2, no
   padding: windows that do not overlap) the rewrites below express the indices with int8 and int32 vector
@@ -13,7 +14,10 @@ memory traffic, and inductor's stock handling of two of them moves more bytes th
   directly.
 - BatchNorm's stock training forward takes mean and variance in one Welford pass, a division per element; the
   rewrite sums twice (mean, then squared deviations from it), plain vector adds, as exact.
-Inductor fuses all of them into the neighbouring BatchNorm and ReLU kernels.
+Inductor fuses all of them into the neighbouring BatchNorm and ReLU kernels. One rewrite changes a convolution call:
+- oneDNN's convolution backward (its weight gradient) spends its time per image on small maps; for maps of 8×8 or
+  less (the last three layers) the rewrite runs it on the images tiled four to a map, zero gaps as wide as the
+  padding, which keeps every sum's terms: 24.7 against 27.4 ms a step at 24×24, 36.5 against 39.6 at 32×32.
 
 Compiled graphs are kept in torch's persistent caches (AOTAutograd's and inductor's, under
 $TORCHINDUCTOR_CACHE_DIR, by default in the system's temporary folder), so that a later run of the same shapes
@@ -37,6 +41,8 @@ POOL = aten.max_pool2d_with_indices.default
 POOL_BACKWARD = aten.max_pool2d_with_indices_backward.default
 BATCH_NORM = aten._native_batch_norm_legit_functional.default
 BATCH_NORM_BACKWARD = aten.native_batch_norm_backward.default
+CONVOLUTION_BACKWARD = aten.convolution_backward.default
+TILED_MAX_SIDE = 8  # convolutions on maps up to this side have their backward run on tiled images
 REWRITES_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # changes with the rewrites' code
 
 
@@ -144,6 +150,44 @@ def _batch_norm_backward_low_precision(default: Callable) -> Callable:
     return backward
 
 
+def _tile(x: torch.Tensor, gap: int) -> torch.Tensor:
+    """(N, C, H, W) → (N/4, C, 2H + gap, 2W + gap): each four images as one, two by two, `gap` zero pixels apart."""
+    n, c, h, w = x.shape
+    x = torch.constant_pad_nd(x, [0, gap, 0, gap]).view(n // 4, 2, 2, c, h + gap, w + gap)
+    x = x.permute(0, 3, 1, 4, 2, 5).reshape(n // 4, c, 2 * (h + gap), 2 * (w + gap))
+    return x[:, :, :2 * h + gap, :2 * w + gap].contiguous(memory_format=torch.channels_last)
+
+
+def _untile(x: torch.Tensor, gap: int) -> torch.Tensor:
+    """_tile's inverse (what lies in the gaps is dropped)."""
+    n4, c, h2, w2 = x.shape
+    h, w = (h2 - gap) // 2, (w2 - gap) // 2
+    x = torch.constant_pad_nd(x, [0, gap, 0, gap]).view(n4, c, 2, h + gap, 2, w + gap)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(4 * n4, c, h + gap, w + gap)[:, :, :h, :w]
+
+
+def _convolution_backward_tiled(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                                bias_sizes: Any, stride: Sequence[int], padding: Sequence[int],
+                                dilation: Sequence[int], transposed: bool, output_padding: Sequence[int],
+                                groups: int, output_mask: list[bool]) -> Any:
+    """A convolution's backward on maps of at most TILED_MAX_SIDE pixels a side (the network's last three, 8×8 at
+    32×32 inputs) run on the images tiled four to a map (_tile), the gaps as wide as the padding: oneDNN's weight
+    gradient for small maps spends its time per image, and four times fewer, larger images take 3.3 against 5.4
+    ms for the 128→128 layer's backward at batch 128. Exact: the zero gaps are the padding each image sees. Other
+    convolutions keep aten's backward (NotImplemented), the tiled call among them."""
+    n, _, h, w = input.shape
+    k = weight.shape[-1]
+    if not (input.dim() == 4 and not transposed and groups == 1 and list(stride) == [1, 1]
+            and list(dilation) == [1, 1] and k % 2 == 1 and list(weight.shape[-2:]) == [k, k]
+            and list(padding) == [k // 2, k // 2] and max(h, w) <= TILED_MAX_SIDE and n % 4 == 0):
+        return NotImplemented
+    gap = k // 2
+    grad_input, grad_weight, grad_bias = aten.convolution_backward.default(
+        _tile(grad_output, gap), _tile(input, gap), weight, bias_sizes, stride, padding, dilation, transposed,
+        output_padding, groups, output_mask)
+    return _untile(grad_input, gap) if output_mask[0] else None, grad_weight, grad_bias
+
+
 def fallback_notice(reason: BaseException) -> None:
     """The one line --compile prints when the CPU rewrites cannot be used and stock inductor compiles instead."""
     print(f"--compile: inductor's CPU rewrites do not apply with torch {torch.__version__} "
@@ -169,6 +213,7 @@ def rewrite_table(digest: str = REWRITES_DIGEST) -> RewriteTable:
     table[POOL_BACKWARD] = _pool_2x2_backward(_low_memory_max_pool_with_offsets)
     table[BATCH_NORM] = _batch_norm_two_pass(table[BATCH_NORM])
     table[BATCH_NORM_BACKWARD] = _batch_norm_backward_low_precision(table[BATCH_NORM_BACKWARD])
+    table[CONVOLUTION_BACKWARD] = _convolution_backward_tiled
     return table
 
 

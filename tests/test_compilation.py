@@ -1,6 +1,7 @@
 """The CPU training compile's rewrites: max-pool gives exactly aten's values, indices and gradients (ties and NaN
-included) and BatchNorm's forward and backward the stock decomposition's outputs and gradients, in eager calls and
-inside a compiled step; the compiled graphs are kept in torch's persistent caches."""
+included), BatchNorm's forward and backward the stock decomposition's outputs and gradients, and the tiled
+convolution backward aten's gradients, in eager calls and inside a compiled step; the compiled graphs are kept in
+torch's persistent caches."""
 
 import json
 import os
@@ -13,9 +14,9 @@ import torch
 from torch import nn
 
 from alexnet_perf import compilation, flags
-from alexnet_perf.compilation import (BATCH_NORM, BATCH_NORM_BACKWARD, POOL, POOL_BACKWARD,
-                                      _batch_norm_backward_low_precision, _batch_norm_two_pass, _pool_2x2,
-                                      _pool_2x2_backward, compile_network)
+from alexnet_perf.compilation import (BATCH_NORM, BATCH_NORM_BACKWARD, CONVOLUTION_BACKWARD, POOL, POOL_BACKWARD,
+                                      _batch_norm_backward_low_precision, _batch_norm_two_pass,
+                                      _convolution_backward_tiled, _pool_2x2, _pool_2x2_backward, compile_network)
 from alexnet_perf.model import AlexNetCifar
 
 aten = torch.ops.aten
@@ -202,6 +203,61 @@ def test_the_rewrite_tables_training_batch_norm_takes_no_welford_var_mean(monkey
     for got, expected in zip(table[BATCH_NORM_BACKWARD](*backward),
                              _batch_norm_backward_low_precision(lambda *a: pytest.fail("fell back"))(*backward)):
         assert torch.equal(got, expected)
+
+
+def _convolution_backward_args(n: int, side: int, kernel: int, dtype: torch.dtype, stride: int = 1) -> tuple:
+    generator = torch.Generator().manual_seed(n + side + kernel)
+    x, w = torch.randn(n, 5, side, side, generator=generator), torch.randn(6, 5, kernel, kernel, generator=generator)
+    out_side = (side + 2 * (kernel // 2) - kernel) // stride + 1
+    grad = torch.randn(n, 6, out_side, out_side, generator=generator)
+    x, w, grad = (t.to(dtype).contiguous(memory_format=torch.channels_last) for t in (x, w, grad))
+    return (grad, x, w, [6], [stride] * 2, [kernel // 2] * 2, [1, 1], False, [0, 0], 1, [True, True, True])
+
+
+@pytest.mark.parametrize("side, kernel", [(8, 3), (6, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tiled_convolution_backward_gives_atens_gradients(side, kernel, dtype):
+    """Four images to a tile, gaps as wide as the padding: the input gradient exactly aten's (each of its sums sees
+    the same terms), the weight and bias gradients to rounding (summed in another order)."""
+    args = _convolution_backward_args(8, side, kernel, dtype)
+    (grad_input, grad_weight, grad_bias) = _convolution_backward_tiled(*args)
+    expected = aten.convolution_backward(*args)
+    assert torch.equal(grad_input, expected[0]) and grad_input.shape == args[1].shape
+    tolerance = {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-1}
+    torch.testing.assert_close(grad_weight, expected[1], **tolerance)
+    torch.testing.assert_close(grad_bias, expected[2], **tolerance)
+
+
+@pytest.mark.parametrize("n, side, stride", [(8, 16, 1), (6, 8, 1), (8, 8, 2)])
+def test_convolution_backward_of_larger_maps_odd_batches_or_strides_keeps_atens(n, side, stride):
+    assert _convolution_backward_tiled(*_convolution_backward_args(n, side, 3, torch.float32, stride)) \
+        is NotImplemented
+
+
+@pytest.mark.slow
+def test_compiled_step_runs_small_maps_convolution_backward_tiled_and_matches_eager(monkeypatch, empty_compile_cache):
+    """The rewrite is traced in the compiled backward (once for the layer, once more for the tiled call it makes,
+    which keeps aten's) and the compiled gradients equal eager's to rounding."""
+    batches = []
+    monkeypatch.setattr(compilation, "_convolution_backward_tiled",
+                        lambda *args: batches.append(args[1].shape[0]) or _convolution_backward_tiled(*args))
+    torch.manual_seed(0)
+    torch.compiler.reset()
+    layer = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU()).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for net in (layer, compile_network(layer, torch.device("cpu"))):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        net(xi).square().sum().backward()
+        grads.append([xi.grad, *(p.grad.clone() for p in layer.parameters())])
+    assert batches == [8, 2]
+    for compiled, eager in zip(grads[1], grads[0]):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-4)
+
+
+def test_the_rewrite_table_runs_convolution_backward_tiled():
+    assert compilation.rewrite_table()[CONVOLUTION_BACKWARD] is _convolution_backward_tiled
 
 
 @pytest.mark.slow
