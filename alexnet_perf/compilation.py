@@ -16,8 +16,8 @@ kernels:
   rewrite sums twice (mean, then squared deviations from it), plain vector adds, as exact.
 Inductor fuses all of them into the neighbouring BatchNorm and ReLU kernels. One rewrite changes a convolution call:
 - oneDNN's convolution backward (its weight gradient) spends its time per image on small maps; for maps of 8×8 or
-  less (the last three layers) the rewrite runs it on the images tiled four to a map, zero gaps as wide as the
-  padding, which keeps every sum's terms: 24.7 against 27.4 ms a step at 24×24, 36.5 against 39.6 at 32×32.
+  less (the last three layers) the rewrite runs it on the images tiled into larger maps, zero gaps as wide as the
+  padding, which keeps every sum's terms (their order is oneDNN's).
 
 Compiled graphs are kept in torch's persistent caches (AOTAutograd's and inductor's, under
 $TORCHINDUCTOR_CACHE_DIR, by default in the system's temporary folder), so that a later run of the same shapes
@@ -42,7 +42,8 @@ POOL_BACKWARD = aten.max_pool2d_with_indices_backward.default
 BATCH_NORM = aten._native_batch_norm_legit_functional.default
 BATCH_NORM_BACKWARD = aten.native_batch_norm_backward.default
 CONVOLUTION_BACKWARD = aten.convolution_backward.default
-TILED_MAX_SIDE = 8  # convolutions on maps up to this side have their backward run on tiled images
+TILED_MAX_SIDE = 8  # convolutions on maps up to this side have their backward run on tiled images,
+TILED_MIN_SIDE = 16  # maps at least this wide (oneDNN measured: 2×2 images of 8×8 and 4×4 of 6×6 were fastest)
 REWRITES_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # changes with the rewrites' code
 
 
@@ -150,42 +151,48 @@ def _batch_norm_backward_low_precision(default: Callable) -> Callable:
     return backward
 
 
-def _tile(x: torch.Tensor, gap: int) -> torch.Tensor:
-    """(N, C, H, W) → (N/4, C, 2H + gap, 2W + gap): each four images as one, two by two, `gap` zero pixels apart."""
+def _tile(x: torch.Tensor, per_row: int, gap: int) -> torch.Tensor:
+    """(N, C, H, W) → (N / per_row², C, per_row·(H + gap) − gap, ...): per_row² images to a map, `gap` zero
+    pixels apart."""
     n, c, h, w = x.shape
-    x = torch.constant_pad_nd(x, [0, gap, 0, gap]).view(n // 4, 2, 2, c, h + gap, w + gap)
-    x = x.permute(0, 3, 1, 4, 2, 5).reshape(n // 4, c, 2 * (h + gap), 2 * (w + gap))
-    return x[:, :, :2 * h + gap, :2 * w + gap].contiguous(memory_format=torch.channels_last)
+    x = torch.constant_pad_nd(x, [0, gap, 0, gap]).view(n // per_row ** 2, per_row, per_row, c, h + gap, w + gap)
+    x = x.permute(0, 3, 1, 4, 2, 5).reshape(n // per_row ** 2, c, per_row * (h + gap), per_row * (w + gap))
+    x = x[:, :, :per_row * (h + gap) - gap, :per_row * (w + gap) - gap]
+    return x.contiguous(memory_format=torch.channels_last)
 
 
-def _untile(x: torch.Tensor, gap: int) -> torch.Tensor:
+def _untile(x: torch.Tensor, per_row: int, gap: int) -> torch.Tensor:
     """_tile's inverse (what lies in the gaps is dropped)."""
-    n4, c, h2, w2 = x.shape
-    h, w = (h2 - gap) // 2, (w2 - gap) // 2
-    x = torch.constant_pad_nd(x, [0, gap, 0, gap]).view(n4, c, 2, h + gap, 2, w + gap)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(4 * n4, c, h + gap, w + gap)[:, :, :h, :w]
+    tiles, c, tiled_h, tiled_w = x.shape
+    h, w = (tiled_h + gap) // per_row - gap, (tiled_w + gap) // per_row - gap
+    x = torch.constant_pad_nd(x, [0, gap, 0, gap]).view(tiles, c, per_row, h + gap, per_row, w + gap)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(tiles * per_row ** 2, c, h + gap, w + gap)[:, :, :h, :w]
 
 
 def _convolution_backward_tiled(grad_output: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
                                 bias_sizes: Any, stride: Sequence[int], padding: Sequence[int],
                                 dilation: Sequence[int], transposed: bool, output_padding: Sequence[int],
                                 groups: int, output_mask: list[bool]) -> Any:
-    """A convolution's backward on maps of at most TILED_MAX_SIDE pixels a side (the network's last three, 8×8 at
-    32×32 inputs) run on the images tiled four to a map (_tile), the gaps as wide as the padding: oneDNN's weight
-    gradient for small maps spends its time per image, and four times fewer, larger images take 3.3 against 5.4
-    ms for the 128→128 layer's backward at batch 128. Exact: the zero gaps are the padding each image sees. Other
+    """A convolution's backward on maps of at most TILED_MAX_SIDE pixels a side (the network's last three: 8×8 at
+    32×32 inputs, 6×6 at 24×24) run on the images tiled into maps at least TILED_MIN_SIDE wide (2×2 images of 8×8,
+    4×4 of 6×6), the gaps as wide as the padding: oneDNN's weight gradient for small maps spends its time per image
+    (the 128→128 layer's backward at batch 128: 3.2 against 5.2 ms at 8×8, 2.0 against 4.2 at 6×6). The zero gaps
+    are the padding each image sees: every sum has aten's terms, in the order oneDNN picks for the map's size. Other
     convolutions keep aten's backward (NotImplemented), the tiled call among them."""
-    n, _, h, w = input.shape
     k = weight.shape[-1]
+    gap, per_row = k // 2, 2
     if not (input.dim() == 4 and not transposed and groups == 1 and list(stride) == [1, 1]
             and list(dilation) == [1, 1] and k % 2 == 1 and list(weight.shape[-2:]) == [k, k]
-            and list(padding) == [k // 2, k // 2] and max(h, w) <= TILED_MAX_SIDE and n % 4 == 0):
+            and list(padding) == [gap, gap] and 0 < min(input.shape[-2:]) and max(input.shape[-2:]) <= TILED_MAX_SIDE):
         return NotImplemented
-    gap = k // 2
+    while per_row * (min(input.shape[-2:]) + gap) - gap < TILED_MIN_SIDE:
+        per_row *= 2
+    if input.shape[0] % per_row ** 2:
+        return NotImplemented
     grad_input, grad_weight, grad_bias = aten.convolution_backward.default(
-        _tile(grad_output, gap), _tile(input, gap), weight, bias_sizes, stride, padding, dilation, transposed,
-        output_padding, groups, output_mask)
-    return _untile(grad_input, gap) if output_mask[0] else None, grad_weight, grad_bias
+        _tile(grad_output, per_row, gap), _tile(input, per_row, gap), weight, bias_sizes, stride, padding, dilation,
+        transposed, output_padding, groups, output_mask)
+    return _untile(grad_input, per_row, gap) if output_mask[0] else None, grad_weight, grad_bias
 
 
 def fallback_notice(reason: BaseException) -> None:
