@@ -61,7 +61,8 @@ def test_cache_with_one_flipped_byte_is_rebuilt_from_the_batches(synthetic_cifar
     _reload_and_check(synthetic_cifar, tmp_path, fresh, cache)
 
 
-@pytest.mark.parametrize("damage", ["labels out of range", "wrong image shape", "wrong dtype", "label count"])
+@pytest.mark.parametrize("damage", ["labels out of range", "wrong image shape", "wrong dtype", "label count",
+                                    "pickled objects"])
 def test_readable_cache_with_invalid_contents_is_rebuilt(synthetic_cifar, tmp_path, damage):
     fresh, cache = _cached(synthetic_cifar, tmp_path)
     arrays = {k: v.copy() for k, v in vars(fresh).items()}
@@ -71,6 +72,8 @@ def test_readable_cache_with_invalid_contents_is_rebuilt(synthetic_cifar, tmp_pa
         arrays["train_images"] = arrays["train_images"].reshape(-1, 32, 32, 3)
     elif damage == "wrong dtype":
         arrays["test_images"] = arrays["test_images"].astype(np.float32)
+    elif damage == "pickled objects":  # never unpickled: the cache is rebuilt
+        arrays["test_labels"] = arrays["test_labels"].astype(object)
     else:
         arrays["train_labels"] = arrays["train_labels"][:-1]
     with open(cache, "wb") as f:
