@@ -103,10 +103,11 @@ def rate_line(cfg: ProfileInferenceConfig, p: InferenceProfile, flops: float) ->
 def markdown(cfg: ProfileInferenceConfig, p: InferenceProfile, flops: float) -> str:
     """The section: the call's time, the rates, and the operator table; flops: the network's per sample."""
     total = sum(p.per_type.values())
+    threads = openvino_threads(cfg.precision, cfg.batch_size, torch.get_num_threads())
     lines = [f"### OpenVINO {cfg.precision}, batch {cfg.batch_size}: time per operator type", "",
              f"Command: `{flags.command_line(PROG, cfg)}`  ",
              f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {machine_description()}; "
-             f"{openvino_threads(cfg.precision, cfg.batch_size, torch.get_num_threads())} threads", "",
+             f"{threads} thread{'' if threads == 1 else 's'}", "",
              f"{p.wall_ms:.4f} ms per call ({p.wall_ms / cfg.batch_size:.4f} ms/sample) measured around `infer`; the "
              f"{p.operators} executed operators' own counters sum to {total:.4f} ms per call.", "",
              rate_line(cfg, p, flops), "",
