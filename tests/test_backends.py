@@ -207,6 +207,8 @@ def test_openvino_runs_the_smallest_int8_batches_on_one_thread(exported, precisi
     torch.set_num_threads(2)  # CI runs one thread a leg: the choice shows only with two
     try:
         backend = create_backend(f"openvino-{precision}", None, exported.out)
+    except BackendUnavailable as e:  # e.g. no int8 in OpenVINO on this CPU
+        pytest.skip(str(e))
     finally:
         torch.set_num_threads(old)
     for batch_size in (1, 2, 3, 9):
