@@ -59,5 +59,6 @@ def test_inference(measure, make_batch, compiled_graphs, request: pytest.Fixture
         synchronize(backend.device)
 
     measure(run, kind="inference", batch_size=batch_size, backend=spec.name, device=backend.device,
-            precision=spec.precision, threads=backend.host_threads(batch_size), reference=spec.name == REFERENCE[spec.device],
+            precision=spec.precision, threads=backend.host_threads(batch_size),
+            reference=spec.name == REFERENCE[spec.device],
             tf32=False if backend.device.type == "cuda" and spec.precision == "fp32" else None)  # exact_fp32
