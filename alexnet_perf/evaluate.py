@@ -236,4 +236,4 @@ def main(cfg: EvalConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(EvalConfig, main, PROG, DESCRIPTION))
+    flags.exit_with(flags.run(EvalConfig, main, PROG, DESCRIPTION))

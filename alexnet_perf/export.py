@@ -317,4 +317,4 @@ def main(cfg: ExportConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(ExportConfig, main, PROG, DESCRIPTION))
+    flags.exit_with(flags.run(ExportConfig, main, PROG, DESCRIPTION))

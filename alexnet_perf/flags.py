@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import signal
 import sys
 import threading
 import typing
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, Sequence, TypeVar
 
 from .errors import Terminated, UserError
 
@@ -205,3 +206,11 @@ def run(config_cls: type[C], command: Callable[[C], int | None], prog: str, desc
     except BrokenPipeError:  # whoever read the output stopped (`... | head`): end quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def exit_with(status: int) -> NoReturn:
+    """End a CLI's process with status, every object still alive frozen out of the garbage collector first: the
+    interpreter's teardown then frees them without searching them for cycles, which after a compiled training run
+    took ≈ 0.7 s of the process's time (≈ 0.2 s after importing torch alone)."""
+    gc.freeze()
+    raise SystemExit(status)

@@ -292,4 +292,4 @@ def main(cfg: ParityConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(ParityConfig, main, PROG, DESCRIPTION))
+    flags.exit_with(flags.run(ParityConfig, main, PROG, DESCRIPTION))

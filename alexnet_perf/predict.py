@@ -248,4 +248,4 @@ def main(cfg: PredictConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(PredictConfig, main, PROG, DESCRIPTION))
+    flags.exit_with(flags.run(PredictConfig, main, PROG, DESCRIPTION))

@@ -320,4 +320,4 @@ def main(cfg: ReportConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(ReportConfig, main, PROG, DESCRIPTION))
+    flags.exit_with(flags.run(ReportConfig, main, PROG, DESCRIPTION))

@@ -294,4 +294,4 @@ DESCRIPTION = (
     "exactly.")
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(TrainConfig, main, PROG, DESCRIPTION))
+    flags.exit_with(flags.run(TrainConfig, main, PROG, DESCRIPTION))

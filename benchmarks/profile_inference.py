@@ -127,4 +127,4 @@ def main(cfg: ProfileInferenceConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(ProfileInferenceConfig, main, PROG, __doc__.split("\n\n")[0]))
+    flags.exit_with(flags.run(ProfileInferenceConfig, main, PROG, __doc__.split("\n\n")[0]))

@@ -399,4 +399,4 @@ def main(cfg: ProfileConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(ProfileConfig, main, PROG, __doc__.split("\n\n")[0]))
+    flags.exit_with(flags.run(ProfileConfig, main, PROG, __doc__.split("\n\n")[0]))

@@ -473,4 +473,4 @@ def main(cfg: TimeToAccuracyConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(TimeToAccuracyConfig, main, PROG, __doc__.split("\n\n")[0]))
+    flags.exit_with(flags.run(TimeToAccuracyConfig, main, PROG, __doc__.split("\n\n")[0]))

@@ -166,4 +166,4 @@ def main(cfg: WholeRunConfig, run: Runner = run_process) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(flags.run(WholeRunConfig, main, PROG, __doc__.split("\n\n")[0]))
+    flags.exit_with(flags.run(WholeRunConfig, main, PROG, __doc__.split("\n\n")[0]))

@@ -164,3 +164,13 @@ def test_output_read_by_a_pipe_that_closes_early_ends_quietly():
     piped = subprocess.run(["bash", "-c", f"{script}; echo status ${{PIPESTATUS[0]}} >&2"],
                            capture_output=True, text=True, timeout=60)
     assert piped.stdout == "line 0\n" and "Traceback" not in piped.stderr and "status 141" in piped.stderr
+
+
+def test_a_command_exits_with_its_status_and_the_live_objects_frozen():
+    """flags.exit_with: the status reaches the shell, and the objects alive at the end are frozen out of the
+    garbage collector (the interpreter's teardown then skips searching them for cycles)."""
+    script = ("import atexit, gc, sys; from alexnet_perf import flags; "
+              "atexit.register(lambda: print('frozen', gc.get_freeze_count(), file=sys.stderr)); flags.exit_with(3)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert int(done.stderr.split("frozen ")[1]) > 1000, done.stderr
