@@ -207,7 +207,7 @@ def score_model(model: torch.nn.Module, ckpt: dict[str, Any], source: str, image
 def score_checkpoint(checkpoint: str | Path, data_dir: str | None, device: torch.device, **options: Any) -> dict:
     """Load the checkpoint and the CIFAR-10 test split, and score it (score_model's options)."""
     model, ckpt = load_model(checkpoint, map_location=device)
-    data = load_cifar10(data_dir)
+    data = load_cifar10(data_dir, test_only=True)
     return score_model(model, ckpt, str(checkpoint), data.test_images, data.test_labels, device, **options)
 
 
@@ -217,7 +217,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     check_config(cfg)
     device = resolve_device(cfg.device)
     model, ckpt = load_model(cfg.checkpoint, map_location=device)
-    data = load_cifar10(cfg.data_dir, download=cfg.download)
+    data = load_cifar10(cfg.data_dir, download=cfg.download, test_only=True)
     return score_model(model, ckpt, str(cfg.checkpoint), data.test_images, data.test_labels, device, tta=cfg.tta,
                        batch_size=cfg.batch_size, amp=cfg.amp, channels_last=cfg.channels_last)
 

@@ -180,7 +180,7 @@ def run_parity(cfg: ParityConfig, command: str) -> ParityReport:
     check_writable_dir(cfg.exports, "--exports")
     model, _ = load_model(cfg.checkpoint)
     sha256 = sha256_file(cfg.checkpoint)
-    cifar = load_cifar10(cfg.data_dir, download=cfg.download)
+    cifar = load_cifar10(cfg.data_dir, download=cfg.download, test_only=True)
     test = normalize(torch.from_numpy(cifar.test_images), channels_last=False)
     random = normalize(torch.from_numpy(random_images(cfg.random_inputs, RANDOM_SEED)), channels_last=False)
     reference = create_backend(REFERENCE["cpu"], model, cfg.exports)
