@@ -17,7 +17,7 @@ from . import flags
 from .atomic import check_writable, write_text_atomic
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .data import CLASSES, DATA_DIR_HELP, load_cifar10
-from .device import amp_precision, autocast, resolve_device, set_tf32, synchronize
+from .device import amp_precision, autocast, keep_freed_memory, resolve_device, set_tf32, synchronize
 from .errors import UserError
 from .figures import save_figure
 from .loader import DeviceLoader
@@ -213,9 +213,13 @@ def score_checkpoint(checkpoint: str | Path, data_dir: str | None, device: torch
 
 def run_evaluation(cfg: EvalConfig) -> dict:
     """Check the configuration, load the checkpoint (before the data: a bad one fails first) and the test split,
-    and score it: the snapshot."""
+    and score it: the snapshot. On a CPU the process keeps freed memory for reuse (device.keep_freed_memory): each
+    batch of 500 then reuses the last one's pages instead of faulting in 60 MB of fresh ones (4.0 → 2.9 s for the
+    10,000 test images in fp32 here)."""
     check_config(cfg)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     model, ckpt = load_model(cfg.checkpoint, map_location=device)
     data = load_cifar10(cfg.data_dir, download=cfg.download, test_only=True)
     return score_model(model, ckpt, str(cfg.checkpoint), data.test_images, data.test_labels, device, tta=cfg.tta,

@@ -219,3 +219,12 @@ def test_tta_averages_the_logits_of_image_and_mirror_image():
         expected = (model(x) + model(x.flip(3))) / 2
         torch.testing.assert_close(evaluate.predict(model, x, tta=True), expected)
         torch.testing.assert_close(evaluate.predict(model, x, tta=False), model(x))
+
+
+def test_cpu_evaluation_keeps_freed_memory_for_the_next_batch(trained, tmp_path, capsys, monkeypatch):
+    """On a CPU each evaluation batch reuses the last one's pages (device.keep_freed_memory) instead of faulting in
+    fresh ones."""
+    kept: list[bool] = []
+    monkeypatch.setattr(evaluate, "keep_freed_memory", lambda: kept.append(True) or True)
+    code, _, _ = _evaluate(trained, tmp_path, capsys, "--device", "cpu")
+    assert code == 0 and kept == [True]
