@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -193,6 +194,30 @@ def _convolution_backward_tiled(grad_output: torch.Tensor, input: torch.Tensor, 
         _tile(grad_output, per_row, gap), _tile(input, per_row, gap), weight, bias_sizes, stride, padding, dilation,
         transposed, output_padding, groups, output_mask)
     return _untile(grad_input, per_row, gap) if output_mask[0] else None, grad_weight, grad_bias
+
+
+def warm_compiler_keys() -> threading.Thread | None:
+    """Start computing, on a thread, the key of the triton build that torch's compile caches hash into every key
+    once a process, CPU code included: a sha256 of triton's 480 MB library (0.4 s here). Started as a run begins,
+    it runs beside the data loading and the network's building, and the first compile finds it done. The started
+    thread; None where triton is not installed. A failure is left for torch's own call to meet."""
+    try:
+        from triton.runtime.cache import triton_key
+    except ImportError:
+        try:
+            from triton.compiler.compiler import triton_key  # older triton, where torch also looks
+        except ImportError:
+            return None
+
+    def compute() -> None:
+        try:
+            triton_key()
+        except Exception:  # noqa: BLE001 - torch's call raises it again, where torch handles it
+            pass
+
+    thread = threading.Thread(target=compute, name="triton-key", daemon=True)
+    thread.start()
+    return thread
 
 
 def fallback_notice(reason: BaseException) -> None:

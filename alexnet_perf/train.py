@@ -25,6 +25,7 @@ from torch import nn
 from . import flags
 from .atomic import check_writable, check_writable_dir, claim_output
 from .checkpoint import last_path, load_checkpoint, save_atomic
+from .compilation import warm_compiler_keys
 from .device import resolve_device, synchronize
 from .errors import Terminated, UserError
 from .evaluate import EvalMetrics, evaluate_model, format_snapshot, score_checkpoint
@@ -200,6 +201,8 @@ def train(cfg: TrainConfig, stop: StopFlag | None = None) -> TrainResult:
 def _train(cfg: TrainConfig, stop: StopFlag | None) -> TrainResult:
     wall_start = time.perf_counter()
     cfg, ckpt = prepare_run(cfg)
+    if cfg.compile:
+        warm_compiler_keys()
     data_start = time.perf_counter()
     splits = load_splits(cfg)
     data_seconds = time.perf_counter() - data_start

@@ -16,7 +16,8 @@ from torch import nn
 from alexnet_perf import compilation, flags
 from alexnet_perf.compilation import (BATCH_NORM, BATCH_NORM_BACKWARD, CONVOLUTION_BACKWARD, POOL, POOL_BACKWARD,
                                       _batch_norm_backward_low_precision, _batch_norm_two_pass,
-                                      _convolution_backward_tiled, _pool_2x2, _pool_2x2_backward, compile_network)
+                                      _convolution_backward_tiled, _pool_2x2, _pool_2x2_backward, compile_network,
+                                      warm_compiler_keys)
 from alexnet_perf.model import AlexNetCifar
 
 aten = torch.ops.aten
@@ -416,3 +417,20 @@ def test_a_gpu_compile_keeps_static_shapes_in_the_mode_asked_for(monkeypatch):
     assert compile_network(model, torch.device("cuda"), "reduce-overhead") is model
     assert compile_network(model, torch.device("cuda")) is model
     assert calls == [{"dynamic": False, "mode": "reduce-overhead"}, {"dynamic": False, "mode": None}]
+
+
+def test_warming_the_compiler_keys_leaves_the_key_torch_hashes_computed():
+    """The thread computes the very function torch's compile caches call for triton's key (lru-cached), so the
+    first compile finds it done; without triton there is nothing to warm."""
+    try:
+        from triton.runtime.cache import triton_key
+    except ImportError:
+        assert warm_compiler_keys() is None
+        return
+    from torch._inductor.runtime.triton_compat import triton_key as torchs
+
+    assert torchs is triton_key
+    triton_key.cache_clear()
+    thread = warm_compiler_keys()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and triton_key.cache_info().currsize == 1
