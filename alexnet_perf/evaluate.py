@@ -214,8 +214,8 @@ def score_checkpoint(checkpoint: str | Path, data_dir: str | None, device: torch
 def run_evaluation(cfg: EvalConfig) -> dict:
     """Check the configuration, load the checkpoint (before the data: a bad one fails first) and the test split,
     and score it: the snapshot. On a CPU the process keeps freed memory for reuse (device.keep_freed_memory): each
-    batch of 500 then reuses the last one's pages instead of faulting in 60 MB of fresh ones (4.0 → 2.9 s for the
-    10,000 test images in fp32 here)."""
+    batch of 500 then reuses the last one's pages instead of faulting in 60 MB of fresh ones (3.7–3.9 → 2.7–3.0 s for
+    the 10,000 test images in fp32 here)."""
     check_config(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cpu":

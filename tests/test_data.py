@@ -24,7 +24,6 @@ def test_load_reads_the_official_layout_and_caches_it(synthetic_cifar, tmp_path)
     np.testing.assert_array_equal(again.test_labels, data.test_labels)
 
 
-
 def test_test_only_load_reads_the_test_split_alone_and_leaves_the_whole_cache(synthetic_cifar, tmp_path,
                                                                                monkeypatch):
     """Scoring needs the test split only: from the cache, the training members are not read (they come back
@@ -33,6 +32,7 @@ def test_test_only_load_reads_the_test_split_alone_and_leaves_the_whole_cache(sy
 
     cache_dir = str(tmp_path / "cache")
     first = load_cifar10(str(synthetic_cifar), cache_dir=cache_dir, test_only=True)
+    assert len(list((tmp_path / "cache").glob("cifar10-*.npz"))) == 1
     full = load_cifar10(str(synthetic_cifar), cache_dir=cache_dir)
     assert full.train_images.shape == (5 * 64, 3, 32, 32)
     read: list[str] = []
@@ -45,6 +45,7 @@ def test_test_only_load_reads_the_test_split_alone_and_leaves_the_whole_cache(sy
         assert test_only.train_labels.shape == (0,) and test_only.train_labels.dtype == np.int64
         np.testing.assert_array_equal(test_only.test_images, full.test_images)
         np.testing.assert_array_equal(test_only.test_labels, full.test_labels)
+
 
 def _cached(synthetic_cifar, tmp_path) -> tuple[Cifar10, Path]:
     """A fresh decode (its own cache folder) and the path of a second, separately written cache to damage."""
