@@ -9,7 +9,7 @@ import os
 import pickle
 import zipfile
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +170,7 @@ def load_cifar10(data_dir: str | None = None, download: bool = False, cache_dir:
         data = decode_batches(files)
         _write_cache(cache, data)
         if test_only:
-            data = replace(data, train_images=data.train_images[:0], train_labels=data.train_labels[:0])
+            data = _test_split(data.test_images, data.test_labels)
     return data
 
 
@@ -196,12 +196,16 @@ def read_cache(path: Path, test_only: bool = False) -> Cifar10 | None:
     try:
         with zipfile.ZipFile(path) as z:
             test = [_read_array(z, k) for k in ("test_images", "test_labels")]
-            train = ([np.empty((0, *test[0].shape[1:]), test[0].dtype), np.empty(0, test[1].dtype)] if test_only
-                     else [_read_array(z, k) for k in ("train_images", "train_labels")])
-            data = Cifar10(*train, *test)
+            data = (_test_split(*test) if test_only
+                    else Cifar10(*(_read_array(z, k) for k in ("train_images", "train_labels")), *test))
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, KeyError, EOFError, NotImplementedError):
         return None
     return data if _is_valid(data) else None
+
+
+def _test_split(test_images: np.ndarray, test_labels: np.ndarray) -> Cifar10:
+    """The data set of a test-only load: the test split, and an empty training split of the same shapes and types."""
+    return Cifar10(test_images[:0], test_labels[:0], test_images, test_labels)
 
 
 def _read_array(archive: zipfile.ZipFile, name: str) -> np.ndarray:
