@@ -162,7 +162,7 @@ class OpenVinoBackend(Backend):
         self.batches: dict[int, _Compiled] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        run = self._compiled(x.shape[0])
+        run = self.batches.get(x.shape[0]) or self._compiled(x.shape[0])
         if run.input is not None:
             np.copyto(run.input, x.numpy())
             run.request.infer()
