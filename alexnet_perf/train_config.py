@@ -43,6 +43,8 @@ class TrainConfig:
     bn_momentum: float = flags.option(0.1, "BatchNorm running-statistics momentum", above=0, at_most=1)
     whiten_init: bool = flags.option(False, "initialise the first convolution as a patch-whitening filter bank "
                                           "computed from 5,000 training images (airbench's trick)")
+    dirac_init: bool = flags.option(False, "start every later convolution with its first min(in, out) filters passing "
+                                         "their input channels on unchanged (identity filters, airbench's trick)")
     bn_bias_lr_scale: float = flags.option(1.0, "learning-rate multiplier of the BatchNorm biases", above=0)
     ema: float = flags.option(0.0, "keep an exponential moving average of the weights with this per-step decay and "
                                  "validate/save it (0: off)", at_least=0, below=1)

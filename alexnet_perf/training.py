@@ -21,10 +21,10 @@ from .device import amp_precision, autocast, keep_freed_memory, resolve_device, 
 from .ema import EMA
 from .errors import UserError
 from .evaluate import EVAL_BATCH_SIZE
+from .initialisation import dirac_later_convs, whiten_first_conv
 from .loader import DeviceLoader, normalize
 from .model import AlexNetCifar
 from .train_config import TrainConfig
-from .whitening import whiten_first_conv
 
 
 def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cosine-epoch",
@@ -196,8 +196,8 @@ def load_splits(cfg: TrainConfig) -> tuple[Split, Split | None]:
 
 def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None = None) -> Training:
     """Seed and set TF32 as cfg says (process-wide, like cuDNN's autotuning), then make the loaders, network (with
-    BatchNorm momentum, dropout scale and whitening init), EMA, optimizer, schedule, scaler and loss of cfg: a fresh
-    run at step 0, or the frame that Training.restore fills.
+    BatchNorm momentum, dropout scale, whitening and identity init), EMA, optimizer, schedule, scaler and loss of
+    cfg: a fresh run at step 0, or the frame that Training.restore fills.
     On a CPU the process first keeps freed memory for reuse (cfg.reuse_freed_memory; device.keep_freed_memory)."""
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.reuse_freed_memory:
@@ -215,6 +215,8 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
     set_training_regularisation(model, cfg.bn_momentum, cfg.dropout_scale)
     if cfg.whiten_init:
         whiten_first_conv(model, normalize(train_loader.images[:5000], channels_last=False))
+    if cfg.dirac_init:
+        dirac_later_convs(model)
     groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, cfg.lr, cfg.bn_bias_lr_scale)
     # fused: one kernel updates every tensor of a group, where the default launches several passes per update
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=True)

@@ -108,3 +108,14 @@ def test_the_update_is_sgds_fused_kernel_and_follows_nesterovs_formula_in_every_
     t.optimizer.step()
     for p, e in zip((p for g in groups for p in g["params"]), expected):
         torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-7)
+
+
+def test_identity_init_is_applied_only_when_asked():
+    data = (torch.zeros(32, 3, 32, 32, dtype=torch.uint8).numpy(), (torch.arange(32) % 10).numpy())
+    centre = {}
+    for dirac in (False, True):
+        t = build_training(TrainConfig(batch_size=16, device="cpu", whiten_init=False, dirac_init=dirac), data)
+        conv = [m for m in t.model.modules() if isinstance(m, nn.Conv2d)][3]  # 128 → 128
+        centre[dirac] = conv.weight[:, :, 1, 1].detach()
+    torch.testing.assert_close(centre[True], torch.eye(128))
+    assert not torch.allclose(centre[False], torch.eye(128), atol=0.05)

@@ -1,9 +1,11 @@
-"""Data-dependent initialisation: the first convolution starts as a patch-whitening filter bank.
+"""Starting weights from Keller Jordan's airbench; the network itself is unchanged, only where it starts differs.
 
-Following Keller Jordan's airbench, the first layer's filters are set to the principal directions of the training
-images' patches, scaled by 1/sqrt(eigenvalue), each with its negative: the layer then starts out passing the
-image's information decorrelated and at unit scale, which is what it otherwise spends the first epochs learning.
-The network itself is unchanged: only its starting weights differ.
+- Patch whitening: the first convolution's filters are set to the principal directions of the training images'
+  patches, scaled by 1/sqrt(eigenvalue), each with its negative: the layer then starts out passing the image's
+  information decorrelated and at unit scale, which is what it otherwise spends the first epochs learning.
+- Identity filters: every later convolution starts with its first min(in, out) filters passing input channel i on
+  to output channel i (a Dirac delta at the kernel's centre), the others drawn as PyTorch draws them: each block starts
+  out close to passing on what the previous one found.
 """
 
 from __future__ import annotations
@@ -50,3 +52,11 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor) -> None:
     conv.weight.copy_(filters)
     if conv.bias is not None:
         conv.bias.zero_()
+
+
+@torch.no_grad()
+def dirac_later_convs(model: nn.Module) -> None:
+    """Set the first min(in, out) filters of every Conv2d after the first to identities of their input channels
+    (torch.nn.init.dirac_); the other filters and the biases keep their values."""
+    for conv in [m for m in model.modules() if isinstance(m, nn.Conv2d)][1:]:
+        nn.init.dirac_(conv.weight[:conv.in_channels])
