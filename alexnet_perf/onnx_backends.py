@@ -162,7 +162,7 @@ class OpenVinoBackend(Backend):
         self.batches: dict[int, _Compiled] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        run = self.batches.get(x.shape[0]) or self._compiled(x.shape[0])
+        run = self._compiled(x.shape[0])
         if run.input is not None:
             np.copyto(run.input, x.numpy())
             run.request.infer()
@@ -175,7 +175,8 @@ class OpenVinoBackend(Backend):
         return self._compiled(batch_size).model
 
     def _compiled(self, batch_size: int) -> _Compiled:
-        if batch_size not in self.batches:
+        run = self.batches.get(batch_size)
+        if run is None:
             ov = _openvino()
             compiled = compile_for_batch(self.core, self.model, self.precision, batch_size, self.threads)
             request, output = compiled.create_infer_request(), np.empty(compiled.output(0).shape, np.float32)
@@ -184,8 +185,8 @@ class OpenVinoBackend(Backend):
             if batch_size <= OPENVINO_COPIED_BATCH:
                 inputs = np.empty((batch_size, *INPUT_SHAPE), np.float32)
                 request.set_input_tensor(ov.Tensor(inputs, shared_memory=True))
-            self.batches[batch_size] = _Compiled(compiled, request, inputs, output)
-        return self.batches[batch_size]
+            run = self.batches[batch_size] = _Compiled(compiled, request, inputs, output)
+        return run
 
     def host_threads(self, batch_size: int) -> int:
         return openvino_threads(self.precision, batch_size, self.threads)
