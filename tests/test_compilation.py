@@ -246,8 +246,9 @@ def test_convolution_backward_of_larger_maps_odd_batches_or_strides_keeps_atens(
 
 @pytest.mark.slow
 def test_compiled_step_runs_small_maps_convolution_backward_tiled_and_matches_eager(monkeypatch, empty_compile_cache):
-    """The rewrite is traced in the compiled backward (once for the layer, once more for the tiled call it makes,
-    which keeps aten's) and the compiled gradients equal eager's to rounding."""
+    """On a CPU with AMX the rewrite is traced in the compiled backward (once for the layer, once more for the tiled
+    call it makes, which keeps aten's) and the compiled gradients equal eager's to rounding."""
+    monkeypatch.setattr(compilation, "cpu_has_amx", lambda: True)
     batches = []
     monkeypatch.setattr(compilation, "_convolution_backward_tiled",
                         lambda *args: batches.append(args[1].shape[0]) or _convolution_backward_tiled(*args))
@@ -266,8 +267,13 @@ def test_compiled_step_runs_small_maps_convolution_backward_tiled_and_matches_ea
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-4)
 
 
-def test_the_rewrite_table_runs_convolution_backward_tiled():
-    assert compilation.rewrite_table()[CONVOLUTION_BACKWARD] is _convolution_backward_tiled
+@pytest.mark.parametrize("amx", [True, False])
+def test_the_rewrite_table_tiles_convolution_backward_only_on_cpus_with_amx(monkeypatch, amx):
+    monkeypatch.setattr(compilation, "cpu_has_amx", lambda: amx)
+    from torch._inductor.decomposition import select_decomp_table
+
+    stock = select_decomp_table().get(CONVOLUTION_BACKWARD)
+    assert compilation.rewrite_table().get(CONVOLUTION_BACKWARD) is (_convolution_backward_tiled if amx else stock)
 
 
 @pytest.mark.slow
@@ -398,14 +404,17 @@ def test_a_later_process_loads_the_rewritten_graphs_from_the_persistent_caches(t
     assert other_tag.get("autograd_cache_miss") == 1 and "autograd_cache_hit" not in other_tag
 
 
-def test_the_rewrite_table_pickles_as_its_digest_and_the_tag_keeps_the_users():
-    table = compilation.rewrite_table()
+@pytest.mark.parametrize("tiled", [True, False])
+def test_the_rewrite_table_pickles_as_its_digest_and_the_tag_keeps_the_users(tiled):
+    table = compilation.rewrite_table(tiled=tiled)
     assert pickle.loads(pickle.dumps(table)).keys() == table.keys()
-    assert compilation.REWRITES_DIGEST.encode() in pickle.dumps(table)
+    digest = compilation.REWRITES_DIGEST + ("-tiled" if tiled else "")
+    assert pickle.dumps(table) != pickle.dumps(compilation.rewrite_table(tiled=not tiled))
+    assert digest.encode() in pickle.dumps(table)
     with torch.compiler.config.patch(cache_key_tag="mine"):
-        assert compilation.cache_key_tag() == f"mine+alexnet_perf-rewrites-{compilation.REWRITES_DIGEST}"
+        assert compilation.cache_key_tag(tiled) == f"mine+alexnet_perf-rewrites-{digest}"
     with torch.compiler.config.patch(cache_key_tag=""):
-        assert compilation.cache_key_tag() == f"alexnet_perf-rewrites-{compilation.REWRITES_DIGEST}"
+        assert compilation.cache_key_tag(tiled) == f"alexnet_perf-rewrites-{digest}"
 
 
 def test_a_gpu_compile_keeps_static_shapes_in_the_mode_asked_for(monkeypatch):
