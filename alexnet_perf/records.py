@@ -208,19 +208,33 @@ def read_json(path: str | Path, missing: str, kind: str = "JSON", flag: str = ""
         raise UserError(f"{path}: not readable JSON ({e})") from None
 
 
+def cpu_model(cpuinfo: str) -> str | None:
+    """The first processor's model name in /proc/cpuinfo's text, with its family and model numbers where given: a
+    virtual machine's name can be as bare as 'AMD EPYC', which names Zen 3, Zen 4 and Zen 5 alike (Zen 4, family 25
+    model 17, multiplies bf16 at half Zen 5's rate). None when the text names no model."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block ends
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return None
+    numbers = (f"family {fields['cpu family']} model {fields['model']}"
+               if fields.get("cpu family", "").isdigit() and fields.get("model", "").isdigit() else "")
+    return fields["model name"] + (f" ({numbers})" if numbers else "")
+
+
 def machine_description() -> str:
-    """'N cores, CPU model, what torch's CPU kernels use' (plus the GPU when one is visible): the machine a figure was
-    measured on. The instruction set says which figures compare: a CPU without AVX-512 or native bf16 trains at a
-    fraction of the speed of one with them, and AMX's matrix tiles multiply several times faster again."""
-    model = platform.processor() or platform.machine()
+    """'N cores, CPU model (family and model numbers), what torch's CPU kernels use' (plus the GPU when one is
+    visible): the machine a figure was measured on. The instruction set says which figures compare: a CPU without
+    AVX-512 or native bf16 trains at a fraction of the speed of one with them, and AMX's matrix tiles multiply several
+    times faster again."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        model = cpu_model(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    text = f"{os.cpu_count()} cores, {model}"
+        model = None
+    text = f"{os.cpu_count()} cores, {model or platform.processor() or platform.machine()}"
     try:
         import torch
 

@@ -28,6 +28,16 @@ def test_the_machine_description_names_the_instruction_set_and_whether_bf16_is_n
         assert f", {torch.backends.cpu.get_cpu_capability()} {words}" in text and "AMX" not in text
 
 
+def test_the_cpu_model_names_family_and_model_numbers_of_the_first_processor():
+    from alexnet_perf import records
+
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {m}\nmodel name\t: AMD EPYC\n"
+    cpuinfo = block.format(n=0, m=17) + "\n" + block.format(n=1, m=1)
+    assert records.cpu_model(cpuinfo) == "AMD EPYC (family 25 model 17)"
+    assert records.cpu_model("processor\t: 0\nmodel name\t: ARMv8 Processor\n") == "ARMv8 Processor"
+    assert records.cpu_model("processor\t: 0\nBogoMIPS\t: 50.00\n") is None
+
+
 def test_the_machine_description_names_amx_where_the_cpu_has_it(monkeypatch):
     from alexnet_perf import device, records
 
