@@ -86,6 +86,7 @@ class DeviceLoader:
     drawn once and inverted every other epoch (airbench) instead of drawn anew. cutout > 0: cut_out a square of that
     side at a uniformly drawn centre of each training image. low_res_epochs > 0: the first epochs train on random
     low_res_size crops (cheaper per image; the network ends in global average pooling, so any input size works).
+    uncropped_from: full-size epochs from this one (0-based) on serve whole images, flipped as above but not cropped.
     All randomness of epoch e comes from a generator seeded with (seed, e) (alternating flips: their first draw, from
     one seeded with seed alone), so an epoch can be replayed, or resumed from any batch, exactly. train=False: fixed
     order, every sample once.
@@ -96,7 +97,8 @@ class DeviceLoader:
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int,
                  device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
                  channels_last: bool = True, crop_padding: int = 4, low_res_epochs: int = 0,
-                 low_res_size: int = 32, cutout: int = 0, alternate_flips: bool = False) -> None:
+                 low_res_size: int = 32, cutout: int = 0, alternate_flips: bool = False,
+                 uncropped_from: int | None = None) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
         if train and len(images) < batch_size:
@@ -110,6 +112,7 @@ class DeviceLoader:
         self.low_res_epochs, self.low_res_size = low_res_epochs, low_res_size
         self.cutout = cutout if train else 0
         self.alternate_flips = alternate_flips
+        self.uncropped_from = uncropped_from
         self.stats = normalization_stats(self.device)
 
     @property
@@ -146,6 +149,8 @@ class DeviceLoader:
             order = torch.randperm(n, generator=g, device=self.device)
             if crop:
                 offsets = torch.randint(0, self.words.shape[-1] - size + 1, (2, n), generator=g, device=self.device)
+                if size == full and self.uncropped_from is not None and epoch >= self.uncropped_from:
+                    offsets.fill_(self.pad)  # drawn all the same, so that the epoch's other draws do not change
             if self.augment and self.alternate_flips:
                 first = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + 999_983)
                 flips = (torch.rand(n, generator=first, device=self.device) < 0.5) ^ bool(epoch % 2)

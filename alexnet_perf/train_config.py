@@ -60,6 +60,9 @@ class TrainConfig:
                                    at_most=16)
     cutout: int = flags.option(0, "cutout: set a square of this side, at a random centre of each training image and "
                                   "clipped at its border, to the mean pixel (0: off)", at_least=0, at_most=32)
+    uncropped_epochs: int = flags.option(0, "with --augment, train the last N epochs (those at full size) on whole "
+                                          "images, flipped but not cropped: the network ends on images framed as "
+                                          "the ones it is scored on", at_least=0)
     low_res_epochs: int = flags.option(0, "train the first N epochs on random --low-res-size crops (cheaper per "
                                         "image; validation and test stay 32x32)", at_least=0)
     low_res_size: int = flags.option(24, "input size of the first --low-res-epochs epochs, in pixels", at_least=8,

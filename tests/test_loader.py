@@ -175,3 +175,24 @@ def test_loader_batches_make_no_tensor_from_host_data(monkeypatch):
     monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
     batches = list(loader.epoch(0))
     assert len(batches) == 8 and made == []
+
+
+def test_uncropped_epochs_serve_whole_images_with_the_flips_the_epoch_draws():
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    options = dict(train=True, augment=True, crop_padding=4, seed=3, alternate_flips=True)
+    cropped = DeviceLoader(images, torch.arange(96), 16, **options)
+    loader = DeviceLoader(images, torch.arange(96), 16, uncropped_from=2, **options)
+    whole = _mirrored(loader, images, 2)  # fails unless every image comes whole, mirrored or not
+    assert 30 < sum(whole.values()) < 66 and _mirrored(loader, images, 3) == {i: not m for i, m in whole.items()}
+    for epoch in (1, 2):  # the same order and labels as the cropped epoch's; earlier epochs still cropped
+        pairs = list(zip(cropped.epoch(epoch), loader.epoch(epoch)))
+        assert all(torch.equal(a[1], b[1]) for a, b in pairs)
+        assert all(torch.equal(a[0], b[0]) for a, b in pairs) == (epoch == 1)
+
+
+def test_a_low_resolution_epoch_stays_cropped_when_uncropped_epochs_overlap_it():
+    options = dict(train=True, augment=True, crop_padding=2, low_res_epochs=2, low_res_size=24, seed=6)
+    loader, images = _loader(uncropped_from=1, **options)
+    cropped = DeviceLoader(images, loader.labels, 16, **options)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(cropped.epoch(1), loader.epoch(1)))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(cropped.epoch(2), loader.epoch(2)))

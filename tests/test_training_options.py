@@ -119,3 +119,11 @@ def test_identity_init_is_applied_only_when_asked():
         centre[dirac] = conv.weight[:, :, 1, 1].detach()
     torch.testing.assert_close(centre[True], torch.eye(128))
     assert not torch.allclose(centre[False], torch.eye(128), atol=0.05)
+
+
+def test_uncropped_epochs_are_the_last_epochs_of_the_run():
+    data = (torch.zeros(32, 3, 32, 32, dtype=torch.uint8).numpy(), (torch.arange(32) % 10).numpy())
+    for uncropped, first in ((0, 6), (2, 4)):
+        t = build_training(TrainConfig(epochs=6, batch_size=16, device="cpu", augment=True, whiten_init=False,
+                                       uncropped_epochs=uncropped), data)
+        assert t.train_loader.uncropped_from == first
