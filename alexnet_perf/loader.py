@@ -1,7 +1,7 @@
 """Batches served from tensors on the training device: the whole split lives there as uint8 pixels; every epoch is a
-device-side permutation, and augmentation (random crop of the image zero-padded by `crop_padding` px on each side,
-horizontal flip, cutout), normalisation and the channels-last layout are batched tensor ops there. No CPU DataLoader, no
-worker processes."""
+device-side permutation, and augmentation (random crop of the image padded by `crop_padding` px on each side, with
+zeros or by reflection, horizontal flip, cutout), normalisation and the channels-last layout are batched tensor ops
+there. No CPU DataLoader, no worker processes."""
 
 from __future__ import annotations
 
@@ -28,10 +28,24 @@ def normalize(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def pixel_words(images: torch.Tensor, pad: int = 0) -> torch.Tensor:
-    """(N, H + 2·pad, W + 2·pad) int32: each pixel of the uint8 (N, 3, H, W) images, zero-padded by pad, as one
-    4-byte word holding its R, G and B bytes and a zero byte. A crop and flip then move whole pixels, one gathered
-    word each, and the pixels come out in channels-last order."""
+PADDING_MODES = ("zeros", "reflect")
+
+
+def reflected(length: int, pad: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Indices of a row of `length` padded by `pad` on each side by reflection at its ends, the end itself not
+    repeated (torch's "reflect"): length 4, pad 2 gives 2 1 0 1 2 3 2 1."""
+    i = torch.arange(-pad, length + pad, device=device).abs()
+    return torch.where(i < length, i, 2 * (length - 1) - i)
+
+
+def pixel_words(images: torch.Tensor, pad: int = 0, mode: str = "zeros") -> torch.Tensor:
+    """(N, H + 2·pad, W + 2·pad) int32: each pixel of the uint8 (N, 3, H, W) images, padded by pad (with zeros, or
+    mode "reflect": by reflection), as one 4-byte word holding its R, G and B bytes and a zero byte. A crop and flip
+    then move whole pixels, one gathered word each, and the pixels come out in channels-last order."""
+    if mode == "reflect" and pad:
+        height, width = images.shape[-2:]
+        images = images[:, :, reflected(height, pad, images.device)][..., reflected(width, pad, images.device)]
+        pad = 0
     rgb0 = F.pad(images.permute(0, 2, 3, 1), (0, 1, pad, pad, pad, pad))
     return rgb0.contiguous().view(torch.int32).view(rgb0.shape[:3])
 
@@ -82,10 +96,11 @@ class DeviceLoader:
     """Batches of normalised images and labels from uint8 pixels resident on one device.
 
     train=True: a fresh permutation each epoch, drop_last (compiled graphs never see a new shape) and, with
-    augment, random crop (of the image zero-padded by crop_padding) + flip; with alternate_flips each image's flip is
-    drawn once and inverted every other epoch (airbench) instead of drawn anew. cutout > 0: cut_out a square of that
-    side at a uniformly drawn centre of each training image. low_res_epochs > 0: the first epochs train on random
-    low_res_size crops (cheaper per image; the network ends in global average pooling, so any input size works).
+    augment, random crop (of the image padded by crop_padding, padding_mode zeros or reflect) + flip; with
+    alternate_flips each image's flip is drawn once and inverted every other epoch (airbench) instead of drawn anew.
+    cutout > 0: cut_out a square of that side at a uniformly drawn centre of each training image. low_res_epochs > 0:
+    the first epochs train on random low_res_size crops (cheaper per image; the network ends in global average
+    pooling, so any input size works).
     uncropped_from: full-size epochs from this one (0-based) on serve whole images, flipped as above but not cropped.
     All randomness of epoch e comes from a generator seeded with (seed, e) (alternating flips: their first draw, from
     one seeded with seed alone), so an epoch can be replayed, or resumed from any batch, exactly. train=False: fixed
@@ -98,14 +113,16 @@ class DeviceLoader:
                  device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
                  channels_last: bool = True, crop_padding: int = 4, low_res_epochs: int = 0,
                  low_res_size: int = 32, cutout: int = 0, alternate_flips: bool = False,
-                 uncropped_from: int | None = None) -> None:
+                 uncropped_from: int | None = None, padding_mode: str = "zeros") -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
         if train and len(images) < batch_size:
             raise UserError(f"the training set ({len(images)} images) is smaller than one batch ({batch_size})")
         self.device = torch.device(device)
         self.pad = crop_padding if train and augment else 0
-        self.words = pixel_words(torch.as_tensor(images).to(self.device, torch.uint8), self.pad)
+        if padding_mode not in PADDING_MODES:
+            raise UserError(f"padding mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}")
+        self.words = pixel_words(torch.as_tensor(images).to(self.device, torch.uint8), self.pad, padding_mode)
         self.labels = torch.as_tensor(labels).to(self.device, torch.int64)
         self.batch_size, self.train, self.augment = batch_size, train, augment
         self.seed, self.channels_last = seed, channels_last

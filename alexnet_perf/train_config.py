@@ -10,6 +10,7 @@ from . import flags
 from .checkpoint import DEFAULT_CHECKPOINT
 from .data import DATA_DIR_HELP
 from .errors import UserError
+from .loader import PADDING_MODES
 from .recipes import DEFAULT_RECIPE, RECIPES
 
 SCHEDULES = ("cosine-epoch", "cosine", "linear")
@@ -58,6 +59,9 @@ class TrainConfig:
                                               "and the other half in odd ones (airbench), instead of drawing anew")
     crop_padding: int = flags.option(4, "padding of the random crop with --augment, in pixels", at_least=0,
                                    at_most=16)
+    crop_padding_mode: str = flags.option("zeros", "what fills the crop's padding: zeros (black) or reflect (the "
+                                                 "image mirrored at its edges, as airbench pads)",
+                                        choices=PADDING_MODES)
     cutout: int = flags.option(0, "cutout: set a square of this side, at a random centre of each training image and "
                                   "clipped at its border, to the mean pixel (0: off)", at_least=0, at_most=32)
     uncropped_epochs: int = flags.option(0, "with --augment, train the last N epochs (those at full size) on whole "

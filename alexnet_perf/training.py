@@ -208,7 +208,8 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
                                 channels_last=cfg.channels_last, crop_padding=cfg.crop_padding,
                                 low_res_epochs=cfg.low_res_epochs, low_res_size=cfg.low_res_size, cutout=cfg.cutout,
                                 alternate_flips=cfg.alternate_flips,
-                                uncropped_from=cfg.epochs - cfg.uncropped_epochs)
+                                uncropped_from=cfg.epochs - cfg.uncropped_epochs,
+                                padding_mode=cfg.crop_padding_mode)
     val_loader = (DeviceLoader(*val_data, EVAL_BATCH_SIZE, device, channels_last=cfg.channels_last)
                   if val_data is not None else None)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -16,9 +16,9 @@ def test_normalize_standardises_and_is_channels_last():
     torch.testing.assert_close(x[0, :, 0, 0], torch.tensor(expected))
 
 
-def _windows(images, pad, idx, dx, dy, size, flip=None):
+def _windows(images, pad, idx, dx, dy, size, flip=None, mode="zeros"):
     """window_indices gathered from pixel_words, back as uint8 (n, 3, size, size)."""
-    words = pixel_words(images, pad)
+    words = pixel_words(images, pad, mode)
     at = window_indices(words, torch.tensor(idx), torch.tensor(dx), torch.tensor(dy), size,
                         None if flip is None else torch.tensor(flip))
     return words.view(-1)[at].view(torch.uint8).view(len(idx), size, size, 4)[..., :3].permute(0, 3, 1, 2)
@@ -196,3 +196,12 @@ def test_a_low_resolution_epoch_stays_cropped_when_uncropped_epochs_overlap_it()
     cropped = DeviceLoader(images, loader.labels, 16, **options)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(cropped.epoch(1), loader.epoch(1)))
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(cropped.epoch(2), loader.epoch(2)))
+
+
+def test_reflect_padding_mirrors_the_image_at_its_edges_as_torch_pads():
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    expected = torch.nn.functional.pad(images.float(), (4, 4, 4, 4), mode="reflect").to(torch.uint8)
+    assert torch.equal(_windows(images, 4, [0, 1, 2], [0, 0, 0], [0, 0, 0], 40, mode="reflect"), expected)
+    loader = DeviceLoader(images, torch.arange(3), 3, train=True, augment=True, crop_padding=4, padding_mode="reflect")
+    assert torch.equal(loader.images, images) and loader.words.shape == (3, 40, 40)
+    assert (loader.words[:, 0] != 0).any()  # zero padding would leave the border rows 0

@@ -127,3 +127,14 @@ def test_uncropped_epochs_are_the_last_epochs_of_the_run():
         t = build_training(TrainConfig(epochs=6, batch_size=16, device="cpu", augment=True, whiten_init=False,
                                        uncropped_epochs=uncropped), data)
         assert t.train_loader.uncropped_from == first
+
+
+def test_the_crop_padding_mode_reaches_the_training_loader():
+    images = torch.randint(1, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    data = (images.numpy(), (torch.arange(32) % 10).numpy())
+    border = {}
+    for mode in ("zeros", "reflect"):
+        t = build_training(TrainConfig(batch_size=16, device="cpu", augment=True, crop_padding=2, whiten_init=False,
+                                       crop_padding_mode=mode), data)
+        border[mode] = t.train_loader.words[:, 0]
+    assert (border["zeros"] == 0).all() and (border["reflect"] != 0).all()
