@@ -49,6 +49,9 @@ class TrainConfig:
     bn_bias_lr_scale: float = flags.option(1.0, "learning-rate multiplier of the BatchNorm biases", above=0)
     ema: float = flags.option(0.0, "keep an exponential moving average of the weights with this per-step decay and "
                                  "validate/save it (0: off)", at_least=0, below=1)
+    lookahead: bool = flags.option(False, "airbench's lookahead: every 5 steps pull the weights back into a slow "
+                                        "copy, averaging more as the run ends (decay 0.95^5 * progress^3); the run "
+                                        "ends on the slow weights")
     dropout_scale: float = flags.option(1.0, "multiply the network's dropout rates by this while training (0: no "
                                            "dropout; inference never drops)", at_least=0, at_most=1)
     label_smoothing: float = flags.option(0.1, "label smoothing of the cross-entropy loss", at_least=0, below=1)

@@ -1,6 +1,6 @@
-"""The state of a training run: the network, EMA, optimizer, learning-rate schedule, scaler, loss, loaders and
-progress of one configuration, built by `build_training` (a fresh run at step 0, or the frame Training.restore
-fills from a checkpoint), the step that updates it, and its checkpoint."""
+"""The state of a training run: the network, EMA or lookahead, optimizer, learning-rate schedule, scaler, loss,
+loaders and progress of one configuration, built by `build_training` (a fresh run at step 0, or the frame
+Training.restore fills from a checkpoint), the step that updates it, and its checkpoint."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .checkpoint import FORMAT
 from .compilation import compile_network
 from .data import CLASSES, load_cifar10, preprocessing, split_train_val
 from .device import amp_precision, autocast, keep_freed_memory, resolve_device, seed_everything, set_tf32
-from .ema import EMA
+from .ema import EMA, Lookahead
 from .errors import UserError
 from .evaluate import EVAL_BATCH_SIZE
 from .initialisation import dirac_later_convs, whiten_first_conv
@@ -109,6 +109,7 @@ class Training:
     precision: str  # fp32, or what mixed precision runs in (bf16, fp16)
     model: nn.Module
     ema: EMA | None
+    lookahead: Lookahead | None
     objective: Objective  # model and loss
     net: nn.Module  # objective, or its torch.compile wrapper
     optimizer: torch.optim.Optimizer
@@ -137,6 +138,7 @@ class Training:
                 "preprocessing": preprocessing(),
                 "model_state_dict": self.evaluated_model.state_dict(),
                 "train_state_dict": self.model.state_dict() if self.ema else None,
+                "lookahead_state": self.lookahead.state_dict() if self.lookahead else None,
                 "optimizer_state_dict": self.optimizer.state_dict(),
                 "scheduler_state_dict": self.scheduler.state_dict(), "scaler_state_dict": self.scaler.state_dict(),
                 "rng": {"cpu": torch.get_rng_state(),
@@ -150,7 +152,11 @@ class Training:
         """Load a checkpoint of this configuration into this freshly built state."""
         if (ckpt.get("train_state_dict") is None) != (self.ema is None):
             raise UserError("checkpoint and configuration disagree on whether an EMA of the weights is kept")
+        if (ckpt.get("lookahead_state") is None) != (self.lookahead is None):
+            raise UserError("checkpoint and configuration disagree on whether lookahead is on")
         self.model.load_state_dict(ckpt["train_state_dict"] if self.ema else ckpt["model_state_dict"])
+        if self.lookahead:
+            self.lookahead.load_state_dict(ckpt["lookahead_state"])
         if self.ema:
             self.ema.model.load_state_dict(ckpt["model_state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
@@ -165,7 +171,8 @@ class Training:
         p.sums, p.history, p.run_dir = dict(ckpt["epoch_sums"]), list(ckpt["history"]), ckpt["run_dir"]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on (x, y): forward under autocast, loss, backward, clipping, update, schedule, EMA.
+        """One optimizer step on (x, y): forward under autocast, loss, backward, clipping, update, schedule,
+        lookahead, EMA.
         Returns the loss and the number of correct predictions, still on the device."""
         self.optimizer.zero_grad(set_to_none=True)  # before the forward: the last step's gradients are freed
         # before this step's activations are allocated (and, with CUDA graphs, before the graph is replayed)
@@ -177,6 +184,8 @@ class Training:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.lookahead:
+            self.lookahead.after_step(self.scheduler.last_epoch)  # LambdaLR's count of steps done
         if self.ema:
             self.ema.update()
         return loss.detach().clone(), correct.clone()  # copies: CUDA graphs' next replay overwrites their outputs
@@ -228,7 +237,8 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
     precision = amp_precision(device, cfg.amp)
     objective = Objective(model, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), precision)
     return Training(cfg=cfg, device=device, precision=precision, model=model,
-                    ema=EMA(model, cfg.ema) if cfg.ema else None, objective=objective,
+                    ema=EMA(model, cfg.ema) if cfg.ema else None,
+                    lookahead=Lookahead(model, cfg.epochs * steps) if cfg.lookahead else None, objective=objective,
                     net=compile_network(objective, device) if cfg.compile else objective, optimizer=optimizer,
                     scheduler=scheduler,
                     scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),

@@ -71,9 +71,9 @@ def test_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_would(synt
 
 def test_resume_is_exact_with_the_fast_training_options_on(synthetic_cifar, tmp_path):
     """Low-resolution epochs, cutout, alternating flips, BatchNorm-bias rate, scaled dropout, EMA with a fast
-    BatchNorm momentum."""
+    BatchNorm momentum, lookahead (the interruption falls between two of its pulls)."""
     options = dict(epochs=3, augment=True, low_res_epochs=2, low_res_size=24, cutout=8, alternate_flips=True,
-                   bn_bias_lr_scale=4.0, ema=0.8, bn_momentum=0.4, dropout_scale=0.5)
+                   bn_bias_lr_scale=4.0, ema=0.8, bn_momentum=0.4, dropout_scale=0.5, lookahead=True)
     train(tiny_config(synthetic_cifar, tmp_path / "straight", **options))
     first = train(tiny_config(synthetic_cifar, tmp_path / "broken", **options), stop=StopAfter(20))
     saved = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
