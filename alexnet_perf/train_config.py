@@ -24,7 +24,7 @@ class TrainConfig:
 
     recipe: str = flags.option(DEFAULT_RECIPE, "named recipe whose settings become the defaults (flags still "
                                              "override): fast = quickest to the original's 83.18% test accuracy "
-                                             "(5 epochs: about 2 minutes on 2 cores of an AMD EPYC with AVX-512 "
+                                             "(4 epochs: under 2 minutes on 2 cores of an AMD EPYC with AVX-512 "
                                              "BF16, more without native bf16), best = highest accuracy (50 "
                                              "epochs), original = the original 500-epoch run",
                              choices=sorted(RECIPES), preset=True)
