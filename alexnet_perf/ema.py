@@ -26,12 +26,11 @@ class EMA:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self._pairs = [(s, t) for s, t in zip(float_tensors(self.model), float_tensors(model))]
+        self.shadow, self.live = float_tensors(self.model), float_tensors(model)
 
     @torch.no_grad()
     def update(self) -> None:
-        shadow, live = zip(*self._pairs)
-        torch._foreach_lerp_(list(shadow), list(live), 1.0 - self.decay)
+        torch._foreach_lerp_(self.shadow, self.live, 1.0 - self.decay)
 
 
 class Lookahead:
