@@ -102,6 +102,9 @@ class DeviceLoader:
     the first epochs train on random low_res_size crops (cheaper per image; the network ends in global average
     pooling, so any input size works).
     uncropped_from: full-size epochs from this one (0-based) on serve whole images, flipped as above but not cropped.
+    hard_fraction < 1: every epoch after the first serves only that fraction of the images, those whose loss was
+    highest when last trained on (the loss of each image served is given back through record), in random order:
+    easy images stop costing steps (selective backprop, with the losses the training already computes).
     All randomness of epoch e comes from a generator seeded with (seed, e) (alternating flips: their first draw, from
     one seeded with seed alone), so an epoch can be replayed, or resumed from any batch, exactly. train=False: fixed
     order, every sample once.
@@ -113,7 +116,7 @@ class DeviceLoader:
                  device: torch.device | str = "cpu", *, train: bool = False, augment: bool = False, seed: int = 0,
                  channels_last: bool = True, crop_padding: int = 4, low_res_epochs: int = 0,
                  low_res_size: int = 32, cutout: int = 0, alternate_flips: bool = False,
-                 uncropped_from: int | None = None, padding_mode: str = "zeros") -> None:
+                 uncropped_from: int | None = None, padding_mode: str = "zeros", hard_fraction: float = 1.0) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be positive, got {batch_size}")
         if train and len(images) < batch_size:
@@ -131,6 +134,12 @@ class DeviceLoader:
         self.alternate_flips = alternate_flips
         self.uncropped_from = uncropped_from
         self.stats = normalization_stats(self.device)
+        self.hard_fraction = hard_fraction if train else 1.0
+        # each image's loss when last served (inf: not yet), and those losses as they were when the epoch began:
+        # the epoch's selection, kept apart so that a run resumed inside an epoch selects the same images
+        self.losses = torch.full((len(self.words),), float("inf"), device=self.device)
+        self.ranking = self.losses.clone()
+        self.served: torch.Tensor | None = None  # indices of the images of the last training batch
 
     @property
     def images(self) -> torch.Tensor:
@@ -143,6 +152,33 @@ class DeviceLoader:
     def __len__(self) -> int:
         n = len(self.words)
         return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def kept(self, epoch: int) -> int:
+        """How many images training epoch `epoch` serves: all in the first, hard_fraction of them (at least one
+        batch) after."""
+        n = len(self.words)
+        return n if epoch == 0 else max(round(self.hard_fraction * n), min(n, self.batch_size))
+
+    def batches(self, epoch: int) -> int:
+        """The number of batches of epoch `epoch` (len(self) unless hard_fraction < 1)."""
+        return self.kept(epoch) // self.batch_size if self.train else len(self)
+
+    def steps_before(self, epoch: int) -> int:
+        """Training batches in the epochs before `epoch` (all of a run of N epochs: steps_before(N))."""
+        return sum(self.batches(e) for e in range(epoch))
+
+    def record(self, losses: torch.Tensor) -> None:
+        """Note the per-image losses of the last training batch served, for the selection of later epochs."""
+        self.losses[self.served] = losses.detach().float()
+
+    def hardest(self, order: torch.Tensor, epoch: int, start_batch: int) -> torch.Tensor:
+        """The images of order that epoch keeps (its highest-loss kept(epoch)), still in order's order. At the
+        epoch's first batch the losses recorded so far become its ranking."""
+        if start_batch == 0:
+            self.ranking.copy_(self.losses)
+        keep = torch.zeros(len(order), dtype=torch.bool, device=self.device)
+        keep[torch.topk(self.ranking, self.kept(epoch), sorted=False).indices] = True
+        return order[keep[order]]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
@@ -164,6 +200,8 @@ class DeviceLoader:
         if self.train:
             g = torch.Generator(self.device).manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(n, generator=g, device=self.device)
+            if self.hard_fraction < 1 and epoch > 0:
+                order = self.hardest(order, epoch, start_batch)
             if crop:
                 offsets = torch.randint(0, self.words.shape[-1] - size + 1, (2, n), generator=g, device=self.device)
                 if size == full and self.uncropped_from is not None and epoch >= self.uncropped_from:
@@ -176,11 +214,11 @@ class DeviceLoader:
             if self.cutout:
                 centres = torch.randint(0, size, (2, n), generator=g, device=self.device)
         mean, std = (s.view(3).repeat(size * size) for s in self.stats)
-        for i in range(start_batch, len(self)):
+        for i in range(start_batch, self.batches(epoch)):
             if not self.train:
                 words, y = self.words[i * bs:(i + 1) * bs], self.labels[i * bs:(i + 1) * bs]
             else:
-                idx = order[i * bs:(i + 1) * bs]
+                idx = self.served = order[i * bs:(i + 1) * bs]
                 y = self.labels[idx]
                 words = (self.words.view(-1)[window_indices(self.words, idx, offsets[0, idx], offsets[1, idx], size,
                                                             flips[idx] if self.augment else None)]

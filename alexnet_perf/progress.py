@@ -27,7 +27,7 @@ class ProgressLog:
         self.writer = None
         self.bar = None
         self.estimated = False
-        done = t.progress.epoch * t.steps_per_epoch + t.progress.step_in_epoch
+        done = t.train_loader.steps_before(t.progress.epoch) + t.progress.step_in_epoch
         if t.cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -35,8 +35,8 @@ class ProgressLog:
         if self.tty:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=t.cfg.epochs * t.steps_per_epoch, initial=done, unit="step", dynamic_ncols=True,
-                            leave=False)
+            self.bar = tqdm(total=t.train_loader.steps_before(t.cfg.epochs), initial=done, unit="step",
+                            dynamic_ncols=True, leave=False)
 
     def __enter__(self) -> ProgressLog:
         return self

@@ -31,7 +31,7 @@ from .errors import Terminated, UserError
 from .evaluate import EvalMetrics, evaluate_model, format_snapshot, score_checkpoint
 from .progress import ProgressLog
 from .train_config import RUNTIME_FIELDS, TrainConfig, given_settings
-from .training import Training, build_training, load_splits, lr_factor, zero_sums
+from .training import Training, build_training, load_splits, schedule_factor, zero_sums
 
 PROG = "python -m alexnet_perf.train"
 
@@ -111,10 +111,14 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
     window: list[tuple[torch.Tensor, torch.Tensor]] = []
     synchronize(t.device)
     tick = time.perf_counter()
-    for i, (x, y) in enumerate(t.train_loader.epoch(p.epoch, p.step_in_epoch), start=p.step_in_epoch):
-        window.append(t.step(x, y))
+    loader = t.train_loader
+    for i, (x, y) in enumerate(loader.epoch(p.epoch, p.step_in_epoch), start=p.step_in_epoch):
+        loss, correct, image_losses = t.step(x, y)
+        window.append((loss, correct))
+        if cfg.hard_fraction < 1:
+            loader.record(image_losses)
         p.step_in_epoch = i + 1
-        last = p.step_in_epoch == t.steps_per_epoch
+        last = p.step_in_epoch == loader.batches(p.epoch)
         stopping = stop is not None and stop.is_set() and not last
         if len(window) == cfg.log_every or last or stopping:
             losses, corrects = torch.stack([torch.stack(w).float() for w in window]).T.tolist()
@@ -126,7 +130,7 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
             p.sums["seen"] += len(losses) * cfg.batch_size
             if not all(map(math.isfinite, losses)):
                 raise _diverged(t, f"at epoch {p.epoch + 1}, batch {i + 1}: the loss became non-finite")
-            log.batches(t, p.epoch * t.steps_per_epoch + i + 1, losses, [c / cfg.batch_size for c in corrects])
+            log.batches(t, loader.steps_before(p.epoch) + i + 1, losses, [c / cfg.batch_size for c in corrects])
             window.clear()
         if stopping:
             if not _all_finite(t.model):
@@ -138,8 +142,7 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
 
 def last_lr(t: Training) -> float:
     """The learning rate of the current epoch's last step (the scheduler has already moved past it)."""
-    step = (t.progress.epoch + 1) * t.steps_per_epoch - 1
-    return t.cfg.lr * lr_factor(step, t.steps_per_epoch, t.cfg.epochs, t.cfg.schedule, t.cfg.warmup_epochs)
+    return t.cfg.lr * schedule_factor(t.cfg, t.train_loader)(t.train_loader.steps_before(t.progress.epoch + 1) - 1)
 
 
 def finish_epoch(t: Training, log: ProgressLog, epoch_start: float) -> None:

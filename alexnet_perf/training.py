@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,12 +27,13 @@ from .model import AlexNetCifar
 from .train_config import TrainConfig
 
 
-def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cosine-epoch",
+def lr_factor(step: int, steps_per_epoch: float, epochs: int, schedule: str = "cosine-epoch",
               warmup_epochs: float = 0.0) -> float:
     """Multiplier of the peak learning rate before optimizer step `step` (0-based).
 
     cosine-epoch: the seed's CosineAnnealingLR(T_max=epochs, eta_min=0), stepped once per epoch (no warm-up).
     cosine / linear: per step from the end of the linear warm-up down to 0 at the last step.
+    steps_per_epoch may be a mean (a fraction), for runs whose epochs differ in length.
     """
     if schedule == "cosine-epoch":
         return (1 + math.cos(math.pi * (step // steps_per_epoch) / epochs)) / 2
@@ -85,19 +86,29 @@ class Progress:
     run_dir: str = ""  # TensorBoard folder of the run
 
 
+def schedule_factor(cfg: TrainConfig, loader: DeviceLoader) -> Callable[[int], float]:
+    """lr_factor of each step of the run of cfg over loader's epochs, whose lengths may differ (hard_fraction): a
+    per-step schedule runs over the run's steps, its warm-up over warmup_epochs of the first epoch's."""
+    mean = loader.steps_before(cfg.epochs) / cfg.epochs
+    warmup = cfg.warmup_epochs * loader.batches(0) / mean
+    return lambda step: lr_factor(step, mean, cfg.epochs, cfg.schedule, warmup)
+
+
 class Objective(nn.Module):
-    """What a training step differentiates: the network's logits under autocast, the loss (in fp32) and the count
-    of correct predictions. One module, so that --compile puts the loss in the network's graph: run eagerly
-    around a compiled network, its few small operators cost 2–3 % of a CPU step."""
+    """What a training step differentiates: the network's logits under autocast, the loss (in fp32), the count
+    of correct predictions, and each image's loss (criterion is unreduced; the step's loss is their mean). One
+    module, so that --compile puts the loss in the network's graph: run eagerly around a compiled network, its few
+    small operators cost 2–3 % of a CPU step."""
 
     def __init__(self, model: nn.Module, criterion: nn.Module, precision: str) -> None:
         super().__init__()
         self.model, self.criterion, self.precision = model, criterion, precision
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with autocast(x.device, self.precision):
             logits = self.model(x)
-        return self.criterion(logits.float(), y), (logits.argmax(1) == y).sum()
+        losses = self.criterion(logits.float(), y)
+        return losses.mean(), (logits.argmax(1) == y).sum(), losses.detach()
 
 
 @dataclass
@@ -125,10 +136,6 @@ class Training:
         the trained network itself."""
         return self.ema.model if self.ema else self.model
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_loader)
-
     def checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint of this state: what inference needs (plain-keyed weights of the evaluated model, classes,
         preprocessing), and everything --resume needs to continue exactly (optimizer, schedule, scaler, RNG,
@@ -139,6 +146,8 @@ class Training:
                 "model_state_dict": self.evaluated_model.state_dict(),
                 "train_state_dict": self.model.state_dict() if self.ema else None,
                 "lookahead_state": self.lookahead.state_dict() if self.lookahead else None,
+                "image_losses": ({"losses": self.train_loader.losses, "ranking": self.train_loader.ranking}
+                                 if self.cfg.hard_fraction < 1 else None),
                 "optimizer_state_dict": self.optimizer.state_dict(),
                 "scheduler_state_dict": self.scheduler.state_dict(), "scaler_state_dict": self.scaler.state_dict(),
                 "rng": {"cpu": torch.get_rng_state(),
@@ -157,6 +166,9 @@ class Training:
         self.model.load_state_dict(ckpt["train_state_dict"] if self.ema else ckpt["model_state_dict"])
         if self.lookahead:
             self.lookahead.load_state_dict(ckpt["lookahead_state"])
+        if self.cfg.hard_fraction < 1:
+            self.train_loader.losses.copy_(ckpt["image_losses"]["losses"])
+            self.train_loader.ranking.copy_(ckpt["image_losses"]["ranking"])
         if self.ema:
             self.ema.model.load_state_dict(ckpt["model_state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
@@ -170,13 +182,13 @@ class Training:
         p.best_val_accuracy, p.best_epoch = ckpt["best"]["val_accuracy"], ckpt["best"]["epoch"]
         p.sums, p.history, p.run_dir = dict(ckpt["epoch_sums"]), list(ckpt["history"]), ckpt["run_dir"]
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimizer step on (x, y): forward under autocast, loss, backward, clipping, update, schedule,
         lookahead, EMA.
-        Returns the loss and the number of correct predictions, still on the device."""
+        Returns the loss, the number of correct predictions and each image's loss, still on the device."""
         self.optimizer.zero_grad(set_to_none=True)  # before the forward: the last step's gradients are freed
         # before this step's activations are allocated (and, with CUDA graphs, before the graph is replayed)
-        loss, correct = self.net(x, y)
+        loss, correct, losses = self.net(x, y)
         self.scaler.scale(loss).backward()
         if self.cfg.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
@@ -188,7 +200,8 @@ class Training:
             self.lookahead.after_step(self.scheduler.last_epoch)  # LambdaLR's count of steps done
         if self.ema:
             self.ema.update()
-        return loss.detach().clone(), correct.clone()  # copies: CUDA graphs' next replay overwrites their outputs
+        # copies: CUDA graphs' next replay overwrites their outputs
+        return loss.detach().clone(), correct.clone(), losses.clone()
 
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -218,7 +231,7 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
                                 low_res_epochs=cfg.low_res_epochs, low_res_size=cfg.low_res_size, cutout=cfg.cutout,
                                 alternate_flips=cfg.alternate_flips,
                                 uncropped_from=cfg.epochs - cfg.uncropped_epochs,
-                                padding_mode=cfg.crop_padding_mode)
+                                padding_mode=cfg.crop_padding_mode, hard_fraction=cfg.hard_fraction)
     val_loader = (DeviceLoader(*val_data, EVAL_BATCH_SIZE, device, channels_last=cfg.channels_last)
                   if val_data is not None else None)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -231,16 +244,14 @@ def build_training(cfg: TrainConfig, train_data: Split, val_data: Split | None =
     groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, cfg.lr, cfg.bn_bias_lr_scale)
     # fused: one kernel updates every tensor of a group, where the default launches several passes per update
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=True)
-    steps = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, steps, cfg.epochs, cfg.schedule, cfg.warmup_epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(cfg, train_loader))
     precision = amp_precision(device, cfg.amp)
-    objective = Objective(model, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), precision)
+    objective = Objective(model, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction="none"), precision)
     return Training(cfg=cfg, device=device, precision=precision, model=model,
                     ema=EMA(model, cfg.ema) if cfg.ema else None,
-                    lookahead=Lookahead(model, cfg.epochs * steps) if cfg.lookahead else None, objective=objective,
-                    net=compile_network(objective, device) if cfg.compile else objective, optimizer=optimizer,
-                    scheduler=scheduler,
+                    lookahead=Lookahead(model, train_loader.steps_before(cfg.epochs)) if cfg.lookahead else None,
+                    objective=objective, net=compile_network(objective, device) if cfg.compile else objective,
+                    optimizer=optimizer, scheduler=scheduler,
                     scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
                     train_loader=train_loader, val_loader=val_loader,
                     progress=Progress(run_dir=str(Path(cfg.log_dir) / time.strftime("run_%Y%m%d-%H%M%S"))))

@@ -205,3 +205,28 @@ def test_reflect_padding_mirrors_the_image_at_its_edges_as_torch_pads():
     loader = DeviceLoader(images, torch.arange(3), 3, train=True, augment=True, crop_padding=4, padding_mode="reflect")
     assert torch.equal(loader.images, images) and loader.words.shape == (3, 40, 40)
     assert (loader.words[:, 0] != 0).any()  # zero padding would leave the border rows 0
+
+
+def test_after_the_first_epoch_a_hard_fraction_serves_the_highest_loss_images_in_random_order():
+    images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
+    loader = DeviceLoader(images, torch.arange(100) % 10, 10, train=True, seed=3, hard_fraction=0.45)
+    assert [loader.batches(e) for e in range(3)] == [10, 4, 4] and loader.steps_before(3) == 18
+    first = []
+    for x, y in loader.epoch(0):
+        first.append(loader.served.clone())
+        loader.record((loader.served.float() * 7) % 100)  # a loss for each image that is no function of its order
+    assert sorted(torch.cat(first).tolist()) == list(range(100))
+    served = []
+    for x, y in loader.epoch(1):
+        assert torch.equal(y, loader.labels[loader.served])
+        served.append(loader.served.clone())
+    hardest = torch.topk((torch.arange(100).float() * 7) % 100, 45).indices
+    kept = torch.cat(served)
+    assert len(kept) == 40 and set(kept.tolist()) <= set(hardest.tolist())
+    assert not torch.equal(kept, kept.sort().values)
+
+
+def test_a_hard_fraction_keeps_at_least_one_batch():
+    loader = DeviceLoader(torch.zeros(100, 3, 32, 32, dtype=torch.uint8), torch.zeros(100), 10, train=True,
+                          hard_fraction=0.05)
+    assert [loader.kept(e) for e in range(3)] == [100, 10, 10] and loader.batches(1) == 1

@@ -71,9 +71,11 @@ def test_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_would(synt
 
 def test_resume_is_exact_with_the_fast_training_options_on(synthetic_cifar, tmp_path):
     """Low-resolution epochs, cutout, alternating flips, BatchNorm-bias rate, scaled dropout, EMA with a fast
-    BatchNorm momentum, lookahead (the interruption falls between two of its pulls)."""
+    BatchNorm momentum, lookahead (the interruption falls between two of its pulls), the hardest images' selection
+    (the interruption falls inside the first epoch that selects, after images of it have new losses)."""
     options = dict(epochs=3, augment=True, low_res_epochs=2, low_res_size=24, cutout=8, alternate_flips=True,
-                   bn_bias_lr_scale=4.0, ema=0.8, bn_momentum=0.4, dropout_scale=0.5, lookahead=True)
+                   bn_bias_lr_scale=4.0, ema=0.8, bn_momentum=0.4, dropout_scale=0.5, lookahead=True,
+                   hard_fraction=0.5, schedule="linear")
     train(tiny_config(synthetic_cifar, tmp_path / "straight", **options))
     first = train(tiny_config(synthetic_cifar, tmp_path / "broken", **options), stop=StopAfter(20))
     saved = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
@@ -301,8 +303,9 @@ def test_compiled_cpu_step_uses_no_scatter_for_max_pool_backward_and_matches_eag
 
 
 def test_compiled_step_computes_the_loss_and_correct_count_in_its_graph_with_eagers_values():
-    """--compile compiles the loss and the count of correct predictions with the network (run eagerly around it,
-    their operators cost 2-3 % of a CPU step): no eager log-softmax or argmax is left, and the values are eager's."""
+    """--compile compiles the loss, the count of correct predictions and each image's loss with the network (run
+    eagerly around it, their operators cost 2-3 % of a CPU step): no eager log-softmax or argmax is left, and the
+    values are eager's."""
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8).numpy()
     data = (images, (torch.arange(16) % 10).numpy())
     results = {}
@@ -314,11 +317,13 @@ def test_compiled_step_computes_the_loss_and_correct_count_in_its_graph_with_eag
         t.model.eval()  # no dropout or batch statistics: both runs see the same function
         t.net(x, y)
         with torch.profiler.profile() as prof:
-            loss, correct = t.net(x, y)
-        results[compiled] = (loss.item(), correct.item(), {e.name for e in prof.events()})
+            loss, correct, losses = t.net(x, y)
+        results[compiled] = (loss.item(), correct.item(), {e.name for e in prof.events()}, losses)
     assert {"aten::_log_softmax", "aten::argmax"} <= results[False][2]
     assert not {"aten::_log_softmax", "aten::argmax"} & results[True][2]
     assert results[True][0] == pytest.approx(results[False][0], rel=1e-5) and results[True][1] == results[False][1]
+    torch.testing.assert_close(results[True][3], results[False][3], rtol=1e-5, atol=1e-6)
+    assert results[False][3].mean().item() == pytest.approx(results[False][0], rel=1e-6)
 
 
 FAULTS_AFTER_BUILD = """

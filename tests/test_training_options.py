@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from alexnet_perf.errors import UserError
 from alexnet_perf.model import AlexNetCifar
 from alexnet_perf.train_config import TrainConfig
 from alexnet_perf.training import build_training, lr_factor, parameter_groups
@@ -138,3 +139,19 @@ def test_the_crop_padding_mode_reaches_the_training_loader():
                                        crop_padding_mode=mode), data)
         border[mode] = t.train_loader.words[:, 0]
     assert (border["zeros"] == 0).all() and (border["reflect"] != 0).all()
+
+
+def test_with_a_hard_fraction_the_schedule_spans_the_shorter_epochs():
+    data = (torch.zeros(160, 3, 32, 32, dtype=torch.uint8).numpy(), (torch.arange(160) % 10).numpy())
+    t = build_training(TrainConfig(epochs=3, batch_size=16, device="cpu", whiten_init=False, schedule="linear",
+                                   warmup_epochs=0.5, hard_fraction=0.5), data)
+    assert [t.train_loader.batches(e) for e in range(3)] == [10, 5, 5]
+    factor = t.scheduler.lr_lambdas[0]
+    assert factor(4) == pytest.approx(1.0) and factor(3) < 1  # warm-up: half the first epoch's 10 steps
+    assert 0 < factor(19) < 0.1 and factor(20) == 0.0  # down to 0 after the run's 20 steps, not 30
+
+
+def test_a_hard_fraction_needs_a_per_step_schedule():
+    with pytest.raises(UserError, match="--hard-fraction below 1 needs a per-step --schedule"):
+        TrainConfig(hard_fraction=0.5, schedule="cosine-epoch")
+    assert TrainConfig(recipe="fast").hard_fraction < 1
