@@ -1,7 +1,7 @@
 """Named training recipes: plain dicts of TrainConfig fields, applied over the original run's settings (its defaults).
 
 original: the run this project reproduces (500 epochs, SGD 0.075, cosine per epoch, 40k/10k split, no augmentation).
-fast (the default): the least wall time to the original's 83.18% test accuracy, by its measure (no test-time
+fast (the default): the least wall time to the original's 83.18 % test accuracy, by its measure (no test-time
 augmentation), on a 2-core CPU: 5 epochs, the first 3 on random 24×24 crops (≈0.6 of a full epoch's cost each), the
 last on whole images, every epoch after the first on the 70 % of the images with the highest loss; crops of the
 image padded by reflection; no dropout while training, BatchNorm biases at 4× the rate, alternating flips,
