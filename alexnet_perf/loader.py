@@ -155,9 +155,9 @@ class DeviceLoader:
 
     def kept(self, epoch: int) -> int:
         """How many images training epoch `epoch` serves: all in the first, hard_fraction of them (at least one
-        batch) after."""
+        batch: a training set holds one) after."""
         n = len(self.words)
-        return n if epoch == 0 else max(round(self.hard_fraction * n), min(n, self.batch_size))
+        return n if epoch == 0 else max(round(self.hard_fraction * n), self.batch_size)
 
     def batches(self, epoch: int) -> int:
         """The number of batches of epoch `epoch` (len(self) unless hard_fraction < 1)."""

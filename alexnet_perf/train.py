@@ -31,7 +31,7 @@ from .errors import Terminated, UserError
 from .evaluate import EvalMetrics, evaluate_model, format_snapshot, score_checkpoint
 from .progress import ProgressLog
 from .train_config import RUNTIME_FIELDS, TrainConfig, given_settings
-from .training import Training, build_training, load_splits, schedule_factor, zero_sums
+from .training import Training, build_training, load_splits, zero_sums
 
 PROG = "python -m alexnet_perf.train"
 
@@ -112,13 +112,14 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
     synchronize(t.device)
     tick = time.perf_counter()
     loader = t.train_loader
+    batches = loader.batches(p.epoch)
     for i, (x, y) in enumerate(loader.epoch(p.epoch, p.step_in_epoch), start=p.step_in_epoch):
         loss, correct, image_losses = t.step(x, y)
         window.append((loss, correct))
         if cfg.hard_fraction < 1:
             loader.record(image_losses)
         p.step_in_epoch = i + 1
-        last = p.step_in_epoch == loader.batches(p.epoch)
+        last = p.step_in_epoch == batches
         stopping = stop is not None and stop.is_set() and not last
         if len(window) == cfg.log_every or last or stopping:
             losses, corrects = torch.stack([torch.stack(w).float() for w in window]).T.tolist()
@@ -142,7 +143,7 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
 
 def last_lr(t: Training) -> float:
     """The learning rate of the current epoch's last step (the scheduler has already moved past it)."""
-    return t.cfg.lr * schedule_factor(t.cfg, t.train_loader)(t.train_loader.steps_before(t.progress.epoch + 1) - 1)
+    return t.cfg.lr * t.scheduler.lr_lambdas[0](t.train_loader.steps_before(t.progress.epoch + 1) - 1)
 
 
 def finish_epoch(t: Training, log: ProgressLog, epoch_start: float) -> None:
