@@ -112,7 +112,7 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
     synchronize(t.device)
     tick = time.perf_counter()
     loader = t.train_loader
-    batches = loader.batches(p.epoch)
+    batches, steps_before = loader.batches(p.epoch), loader.steps_before(p.epoch)
     for i, (x, y) in enumerate(loader.epoch(p.epoch, p.step_in_epoch), start=p.step_in_epoch):
         loss, correct, image_losses = t.step(x, y)
         window.append((loss, correct))
@@ -131,7 +131,7 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
             p.sums["seen"] += len(losses) * cfg.batch_size
             if not all(map(math.isfinite, losses)):
                 raise _diverged(t, f"at epoch {p.epoch + 1}, batch {i + 1}: the loss became non-finite")
-            log.batches(t, loader.steps_before(p.epoch) + i + 1, losses, [c / cfg.batch_size for c in corrects])
+            log.batches(t, steps_before + i + 1, losses, [c / cfg.batch_size for c in corrects])
             window.clear()
         if stopping:
             if not _all_finite(t.model):
