@@ -219,7 +219,9 @@ def _convolution_backward_args(n: int, side: int, kernel: int, dtype: torch.dtyp
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tiled_convolution_backward_gives_atens_gradients(monkeypatch, side, kernel, per_map, dtype):
     """Images tiled into maps at least 16 wide, gaps as wide as the padding: each gradient sums the terms aten's
-    does, so they agree to rounding (oneDNN orders the sums by the map's size)."""
+    does, so they agree to rounding (oneDNN orders the sums by the map's size). In bf16 both are set against the
+    fp32 gradients of the same inputs: where bf16 is emulated (AVX2 only) aten's weight gradient rounds its partial
+    sums and is the less exact of the two, so the tiled one must be as close as aten's, give or take one rounding."""
     tile, tiled = compilation._tile, []
 
     def recorded_tile(*args) -> torch.Tensor:
@@ -232,10 +234,14 @@ def test_tiled_convolution_backward_gives_atens_gradients(monkeypatch, side, ker
     expected = aten.convolution_backward(*args)
     assert grad_input.shape == args[1].shape
     assert len(tiled) == 2 and all(t.shape[0] == 16 // per_map and t.shape[2] >= 16 for t in tiled)
-    tolerance = {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-1}
-    torch.testing.assert_close(grad_input, expected[0], **tolerance)
-    torch.testing.assert_close(grad_weight, expected[1], **tolerance)
-    torch.testing.assert_close(grad_bias, expected[2], **tolerance)
+    if dtype == torch.float32:
+        for got, want in zip((grad_input, grad_weight, grad_bias), expected):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+        return
+    exact = aten.convolution_backward(*(a.float() if isinstance(a, torch.Tensor) else a for a in args))
+    for got, atens, want in zip((grad_input, grad_weight, grad_bias), expected, exact):
+        rounding = want.abs().max() * 2 ** -8
+        assert (got.float() - want).abs().max() <= (atens.float() - want).abs().max() + rounding
 
 
 @pytest.mark.parametrize("n, side, stride", [(8, 16, 1), (6, 8, 1), (8, 6, 1), (8, 8, 2)])
