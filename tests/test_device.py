@@ -59,6 +59,24 @@ def test_gpus_with_only_emulated_bf16_train_in_fp16(monkeypatch):
     assert amp_precision(cuda, False) == "fp32"
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_cpus_that_only_emulate_bf16_refuse_the_bf16_inference_backends(monkeypatch, native):
+    """As on such GPUs (and as OpenVINO does): emulated bf16 is slower than fp32, so it is a skip, not a figure."""
+    import torch
+
+    from alexnet_perf import torch_backends
+    from alexnet_perf.backend_base import BackendUnavailable
+
+    monkeypatch.setattr(torch_backends, "cpu_has_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    torch_backends.check_precision("fp32", cpu)
+    if native:
+        torch_backends.check_precision("bf16", cpu)
+    else:
+        with pytest.raises(BackendUnavailable, match="no native bf16"):
+            torch_backends.check_precision("bf16", cpu)
+
+
 @pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
 def test_cpus_without_native_bf16_train_in_fp32(monkeypatch, machine):
     """On a CPU without bf16 instructions oneDNN emulates bf16 through fp32, 10× slower than fp32 for the training
