@@ -60,7 +60,7 @@ def _prepared(model: nn.Module, device: torch.device, channels_last: bool) -> nn
 
 def check_precision(precision: str, device: torch.device) -> None:
     """UserError for a precision PyTorch backends do not run in; BackendUnavailable for bf16 on a GPU or CPU that
-    only emulates it (slower than fp32 there: 5× for inference on two AVX2 cores), as OpenVINO refuses it too."""
+    only emulates it (slower than fp32 there: 3–6× for inference on two AVX2 cores), as OpenVINO refuses it too."""
     if precision not in AUTOCAST_DTYPES:
         raise UserError(f"PyTorch backends run in {', '.join(AUTOCAST_DTYPES)}, not {precision!r}")
     if precision == "bf16" and device.type == "cuda" and not cuda_has_bf16():
