@@ -78,14 +78,19 @@ def cpu_has_amx() -> bool:
     return _on_x86() and torch.cpu._is_amx_tile_supported()
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether device computes bf16 natively; where it only emulates it, bf16 is slower than fp32 (or fp16)."""
+    return cuda_has_bf16() if device.type == "cuda" else cpu_has_bf16()
+
+
 def amp_precision(device: torch.device, enabled: bool) -> str:
     """Mixed precision's pick when enabled: bf16 on CPUs and GPUs that compute it natively, fp16 (with a GradScaler)
     on older GPUs, fp32 on CPUs without bf16 (mixed precision would only slow them down); fp32 when not enabled."""
     if not enabled:
         return "fp32"
-    if device.type == "cuda":
-        return "bf16" if cuda_has_bf16() else "fp16"
-    return "bf16" if cpu_has_bf16() else "fp32"
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"
 
 
 def autocast(device: torch.device, precision: str):

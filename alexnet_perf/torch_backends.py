@@ -17,7 +17,7 @@ from torch import nn
 
 from .artifacts import load_artifact, torchscript_deprecation_silenced
 from .backend_base import Backend, BackendUnavailable, target_device
-from .device import AUTOCAST_DTYPES, TorchVariant, autocast, cpu_has_bf16, cuda_has_bf16
+from .device import AUTOCAST_DTYPES, TorchVariant, autocast, native_bf16
 from .errors import UserError
 
 @contextlib.contextmanager
@@ -63,10 +63,10 @@ def check_precision(precision: str, device: torch.device) -> None:
     only emulates it (slower than fp32 there: 3–6× for inference on two AVX2 cores), as OpenVINO refuses it too."""
     if precision not in AUTOCAST_DTYPES:
         raise UserError(f"PyTorch backends run in {', '.join(AUTOCAST_DTYPES)}, not {precision!r}")
-    if precision == "bf16" and device.type == "cuda" and not cuda_has_bf16():
-        raise BackendUnavailable(f"{torch.cuda.get_device_name(device)} has no native bf16 (only emulated)")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        raise BackendUnavailable("this CPU has no native bf16 (AVX-512 BF16, AMX or Arm BF16), only emulated")
+    if precision == "bf16" and not native_bf16(device):
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+            "this CPU (without AVX-512 BF16, AMX or Arm BF16)"
+        raise BackendUnavailable(f"{where} has no native bf16 (only emulated)")
 
 
 def _torch_name(compiled: bool, precision: str, channels_last: bool, device: torch.device,

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from alexnet_perf import torch_backends
+from alexnet_perf import device
 from alexnet_perf.artifacts import AOTI_CUDA, FILES
 from alexnet_perf.backend_base import BackendUnavailable
 from alexnet_perf.backends import backend_specs, create_backend
@@ -89,7 +89,7 @@ def test_fp32_backends_return_float32_logits_matching_eager(backends, kind):
 
 
 def test_amp_channels_last_eager_backend_leaves_the_callers_model_untouched(exported, monkeypatch):
-    monkeypatch.setattr(torch_backends, "cpu_has_bf16", lambda: True)  # emulated bf16 computes the same, slower
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)  # emulated bf16 computes the same, slower
     model, _ = load_model(exported.checkpoint)
     model.train()
     backend = eager_backend(model, precision="bf16", channels_last=True)

@@ -64,10 +64,10 @@ def test_cpus_that_only_emulate_bf16_refuse_the_bf16_inference_backends(monkeypa
     """As on such GPUs (and as OpenVINO does): emulated bf16 is slower than fp32, so it is a skip, not a figure."""
     import torch
 
-    from alexnet_perf import torch_backends
+    from alexnet_perf import device, torch_backends
     from alexnet_perf.backend_base import BackendUnavailable
 
-    monkeypatch.setattr(torch_backends, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: native)
     cpu = torch.device("cpu")
     torch_backends.check_precision("fp32", cpu)
     if native:
