@@ -111,6 +111,7 @@ def train_epoch(t: Training, log: ProgressLog, stop: StopFlag | None) -> bool:
     window: list[tuple[torch.Tensor, torch.Tensor]] = []
     synchronize(t.device)
     tick = time.perf_counter()
+    t.start_epoch()
     loader = t.train_loader
     batches, steps_before = loader.batches(p.epoch), loader.steps_before(p.epoch)
     for i, (x, y) in enumerate(loader.epoch(p.epoch, p.step_in_epoch), start=p.step_in_epoch):

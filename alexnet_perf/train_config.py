@@ -78,6 +78,11 @@ class TrainConfig:
                                            "training images: those whose loss was highest when last trained on "
                                            "(selective backprop; per-step schedules span the shorter epochs)",
                                       above=0, at_most=1)
+    freeze_first_block_from: int = flags.option(0, "from this epoch on (1: from the start), stop training the first "
+                                                 "convolution and its BatchNorm: the backward pass then ends at the "
+                                                 "second convolution's weights, skipping its input gradient and "
+                                                 "every pass over the largest activations (0: train them to the "
+                                                 "end)", at_least=0)
     tta: bool = flags.option(False, "score this recipe with flip test-time augmentation (mean logits of image and "
                                   "mirror image): validation uses it, and the closing test report and evaluate "
                                   "show it beside the plain figure (recorded in the checkpoint)")

@@ -59,6 +59,12 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias:
     return groups
 
 
+def first_block_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The first convolution's and its BatchNorm's weights and biases: what --freeze-first-block-from freezes."""
+    conv, norm = model.features[0], model.features[1]
+    return [conv.weight, conv.bias, norm.weight, norm.bias]
+
+
 def set_training_regularisation(model: nn.Module, bn_momentum: float, dropout_scale: float) -> None:
     """Set every BatchNorm's running-statistics momentum and scale every dropout rate (training-time only: the
     layers and weights are unchanged, and evaluation mode never drops)."""
@@ -181,6 +187,16 @@ class Training:
         p.epoch, p.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
         p.best_val_accuracy, p.best_epoch = ckpt["best"]["val_accuracy"], ckpt["best"]["epoch"]
         p.sums, p.history, p.run_dir = dict(ckpt["epoch_sums"]), list(ckpt["history"]), ckpt["run_dir"]
+
+    def start_epoch(self) -> None:
+        """Settings that follow the epoch about to run: from cfg.freeze_first_block_from on, the first block's
+        parameters get no gradient, so the optimizer leaves them (momentum and weight decay stop; its BatchNorm
+        still normalises with the batch's statistics and updates its running ones). A resumed run sets them again
+        from its epoch."""
+        start = self.cfg.freeze_first_block_from
+        trainable = not (start and self.progress.epoch + 1 >= start)
+        for parameter in first_block_parameters(self.model):
+            parameter.requires_grad_(trainable)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimizer step on (x, y): forward under autocast, loss, backward, clipping, update, schedule,

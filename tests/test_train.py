@@ -72,10 +72,11 @@ def test_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_would(synt
 def test_resume_is_exact_with_the_fast_training_options_on(synthetic_cifar, tmp_path):
     """Low-resolution epochs, cutout, alternating flips, BatchNorm-bias rate, scaled dropout, EMA with a fast
     BatchNorm momentum, lookahead (the interruption falls between two of its pulls), the hardest images' selection
-    (the interruption falls inside the first epoch that selects, after images of it have new losses)."""
+    (the interruption falls inside the first epoch that selects, after images of it have new losses), the first
+    block frozen from the epoch interrupted."""
     options = dict(epochs=3, augment=True, low_res_epochs=2, low_res_size=24, cutout=8, alternate_flips=True,
                    bn_bias_lr_scale=4.0, ema=0.8, bn_momentum=0.4, dropout_scale=0.5, lookahead=True,
-                   hard_fraction=0.5, schedule="linear")
+                   hard_fraction=0.5, schedule="linear", freeze_first_block_from=2)
     train(tiny_config(synthetic_cifar, tmp_path / "straight", **options))
     first = train(tiny_config(synthetic_cifar, tmp_path / "broken", **options), stop=StopAfter(20))
     saved = load_checkpoint(last_path(tmp_path / "broken" / "m.pth"))
@@ -87,6 +88,23 @@ def test_resume_is_exact_with_the_fast_training_options_on(synthetic_cifar, tmp_
     for name in ("model_state_dict", "train_state_dict"):
         for key, value in a[name].items():
             assert torch.equal(value, b[name][key]), (name, key)
+
+
+def test_the_first_block_stops_training_from_the_epoch_asked_and_the_rest_goes_on(synthetic_cifar, tmp_path):
+    """Two runs alike but in length (the seed's per-epoch schedule starts both at the peak rate): the 2-epoch run's
+    first convolution and BatchNorm end as the 1-epoch run left them, while its other layers and the first
+    BatchNorm's running statistics moved on."""
+    one = train(tiny_config(synthetic_cifar, tmp_path / "one", epochs=1, freeze_first_block_from=2))
+    two = train(tiny_config(synthetic_cifar, tmp_path / "two", epochs=2, freeze_first_block_from=2))
+    a = load_checkpoint(last_path(one.checkpoint))["model_state_dict"]
+    b = load_checkpoint(last_path(two.checkpoint))["model_state_dict"]
+    frozen = [f"features.{i}.{name}" for i in (0, 1) for name in ("weight", "bias")]
+    assert all(torch.equal(a[key], b[key]) for key in frozen)
+    assert not torch.equal(a["features.1.running_mean"], b["features.1.running_mean"])
+    assert not torch.equal(a["features.4.weight"], b["features.4.weight"])
+    never = train(tiny_config(synthetic_cifar, tmp_path / "never", epochs=2))
+    c = load_checkpoint(last_path(never.checkpoint))["model_state_dict"]
+    assert not any(torch.equal(a[key], c[key]) for key in frozen)
 
 
 def test_resume_without_a_saved_run_is_a_clear_error(synthetic_cifar, tmp_path):
