@@ -295,7 +295,7 @@ DESCRIPTION = (
     "Train the seed's AlexNet-style CNN on CIFAR-10 and print the kept checkpoint's test accuracy (plain, and with "
     "flip TTA where the recipe is scored so) and per-class recall, as `python -m alexnet_perf.evaluate` does. The "
     "default recipe, fast, reaches the original run's 83.18% by its measure in under 2 minutes on a 2-core CPU "
-    "with AVX-512 BF16 (about 7 in fp32 without); --recipe best|original switch to the others, and any flag "
+    "with AVX-512 BF16 (about 5 in fp32 on 2 AVX2 cores); --recipe best|original switch to the others, and any flag "
     "overrides the recipe. The best-validation checkpoint goes to --checkpoint, the last epoch's beside it; an "
     "existing one is never replaced unless --overwrite is given, and a second run on the same checkpoint is refused "
     "while the first holds it. Ctrl-C or SIGTERM saves the run (exit status 130 or 143) and --resume continues it "
