@@ -10,7 +10,7 @@ from alexnet_perf.checkpoint import last_path, load_checkpoint, save_atomic
 from alexnet_perf.errors import UserError
 from alexnet_perf.train import prepare_run, train
 from alexnet_perf.train_config import TrainConfig
-from alexnet_perf.training import Training, build_training, lr_factor
+from alexnet_perf.training import Training, build_training, first_block_parameters, lr_factor
 
 
 def tiny_config(data_dir, tmp_path, **overrides) -> TrainConfig:
@@ -316,6 +316,39 @@ def test_compiled_cpu_step_uses_no_scatter_for_max_pool_backward_and_matches_eag
         names = {e.name for e in prof.events()}
         assert "aten::scatter_reduce_" not in names and "aten::scatter_add_" not in names
         grads[compiled] = [p.grad.clone() for p in t.model.parameters()]
+    for eager, comp in zip(grads[False], grads[True]):
+        torch.testing.assert_close(comp, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_the_compiled_step_with_a_frozen_first_block_skips_its_backward_and_leaves_it_untouched():
+    """--compile with --freeze-first-block-from: the step compiled once the block is frozen runs four convolution
+    backwards instead of five and gives the block no gradient, so the update leaves it as it was, and the other
+    layers get eager's gradients (a rate of 1e-9: the first step leaves both runs' weights alike)."""
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8).numpy()
+    data = (images, (torch.arange(16) % 10).numpy())
+    grads, backwards = {}, {}
+    for compiled in (False, True):
+        torch.compiler.reset()
+        t = build_training(TrainConfig("original", batch_size=8, device="cpu", val_size=0, compile=compiled,
+                                       clip_grad_norm=0, lr=1e-9, freeze_first_block_from=2, tensorboard=False),
+                           data)
+        x, y = next(iter(t.train_loader.epoch(0)))
+        t.model.eval()  # no dropout: both runs see the same function
+        t.start_epoch()
+        with torch.profiler.profile() as prof:
+            t.step(x, y)
+        backwards[compiled, "trained"] = sum(e.name == "aten::convolution_backward" for e in prof.events())
+        t.progress.epoch = 1
+        t.start_epoch()
+        block = [p.detach().clone() for p in first_block_parameters(t.model)]
+        with torch.profiler.profile() as prof:
+            t.step(x, y)
+        backwards[compiled, "frozen"] = sum(e.name == "aten::convolution_backward" for e in prof.events())
+        assert all(p.grad is None for p in first_block_parameters(t.model))
+        assert all(torch.equal(p, q) for p, q in zip(first_block_parameters(t.model), block))
+        grads[compiled] = [p.grad.clone() for p in t.model.parameters() if p.grad is not None]
+    assert backwards == {(c, "trained"): 5 for c in (False, True)} | {(c, "frozen"): 4 for c in (False, True)}
+    assert len(grads[True]) == len(grads[False]) == 18  # 22 tensors, the first block's 4 left out
     for eager, comp in zip(grads[False], grads[True]):
         torch.testing.assert_close(comp, eager, rtol=1e-4, atol=1e-5)
 
