@@ -109,8 +109,19 @@ class Objective(nn.Module):
     def __init__(self, model: nn.Module, criterion: nn.Module, precision: str) -> None:
         super().__init__()
         self.model, self.criterion, self.precision = model, criterion, precision
+        self.first_block_frozen = False
+
+    def freeze_first_block(self, frozen: bool) -> None:
+        """Give the first convolution and BatchNorm no gradient (frozen) or gradients again. forward branches on the
+        flag so that torch.compile guards on it and traces a step without their backward: torch 2.11 does not guard
+        parameters' requires_grad, and its compiled step went on computing the frozen block's gradients."""
+        for parameter in first_block_parameters(self.model):
+            parameter.requires_grad_(not frozen)
+        self.first_block_frozen = frozen
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.first_block_frozen:  # nothing to do here: the branch is what a compiled step is specialised on
+            pass
         with autocast(x.device, self.precision):
             logits = self.model(x)
         losses = self.criterion(logits.float(), y)
@@ -194,9 +205,7 @@ class Training:
         still normalises with the batch's statistics and updates its running ones). A resumed run sets them again
         from its epoch."""
         start = self.cfg.freeze_first_block_from
-        trainable = not (start and self.progress.epoch + 1 >= start)
-        for parameter in first_block_parameters(self.model):
-            parameter.requires_grad_(trainable)
+        self.objective.freeze_first_block(bool(start and self.progress.epoch + 1 >= start))
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimizer step on (x, y): forward under autocast, loss, backward, clipping, update, schedule,
