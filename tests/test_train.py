@@ -341,7 +341,7 @@ def test_the_compiled_step_with_a_frozen_first_block_skips_its_backward_and_leav
         backwards[compiled, "trained"] = sum(e.name == "aten::convolution_backward" for e in prof.events())
         t.progress.epoch = 1
         t.start_epoch()
-        t.step(x, y)  # compiles again: the parameters' requires_grad is part of what the graph was traced for
+        t.step(x, y)  # compiles again: the graph is specialised on the objective's frozen flag
         block = [p.detach().clone() for p in first_block_parameters(t.model)]
         with torch.profiler.profile() as prof:
             t.step(x, y)
