@@ -36,7 +36,8 @@ class EMA:
 class Lookahead:
     """airbench's lookahead over a run of total_steps steps: after every `every`-th step, slow ← slow + (1 − decay) ·
     (weights − slow) and the weights restart from slow, with decay = 0.95^5 · (step / total_steps)^3 (≈ 0 for most
-    of the run, 0.77 at its end); after the last step the weights are slow."""
+    of the run, 0.77 at its end); after the last step the weights are slow. A parameter that gets no gradient (a
+    frozen block) is left as it is: its slow copy follows it, as pulling it back would move a frozen weight."""
 
     EVERY = 5
     PEAK_DECAY = 0.95 ** 5
@@ -47,6 +48,7 @@ class Lookahead:
         self.total_steps, self.every = total_steps, every
         self.live = float_tensors(model)
         self.slow = [t.detach().clone() for t in self.live]
+        self.is_parameter = [isinstance(t, nn.Parameter) for t in self.live]
 
     def decay(self, step: int) -> float:
         """The decay applied after `step` steps (1-based count of steps done)."""
@@ -55,11 +57,17 @@ class Lookahead:
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         """Called after each optimizer step with the number of steps done so far."""
-        if step % self.every == 0:
-            torch._foreach_lerp_(self.slow, self.live, 1.0 - self.decay(step))
-        elif step < self.total_steps:
+        if step % self.every and step < self.total_steps:
             return
-        torch._foreach_copy_(self.live, self.slow)
+        frozen = [p and not t.requires_grad for p, t in zip(self.is_parameter, self.live)]
+        live = [t for t, f in zip(self.live, frozen) if not f]
+        slow = [t for t, f in zip(self.slow, frozen) if not f]
+        if step % self.every == 0:
+            torch._foreach_lerp_(slow, live, 1.0 - self.decay(step))
+        torch._foreach_copy_(live, slow)
+        for s, t, f in zip(self.slow, self.live, frozen):
+            if f:
+                s.copy_(t)
 
     def state_dict(self) -> list[torch.Tensor]:
         return list(self.slow)

@@ -73,6 +73,22 @@ def test_lookahead_ends_the_run_on_the_slow_weights():
         torch.testing.assert_close(w, slow)  # but after the last step the weights restart from slow
 
 
+def test_lookahead_leaves_a_parameter_without_gradient_where_it_is_and_its_slow_copy_follows_it():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    start = [t.clone() for t in float_tensors(model)]
+    look = Lookahead(model, total_steps=10)
+    model[0].requires_grad_(False)  # as a frozen block: set after the lookahead was built
+    for step in range(1, 6):
+        shift(model, 1.0)
+        look.after_step(step)
+    decay = 0.95 ** 5 * 0.5 ** 3
+    frozen = {id(p) for p in model[0].parameters()}
+    for s, slow, w in zip(start, look.state_dict(), float_tensors(model)):
+        expected = s + 5.0 if id(w) in frozen else decay * s + (1 - decay) * (s + 5.0)
+        torch.testing.assert_close(w, expected)
+        torch.testing.assert_close(slow, w)
+
+
 @pytest.mark.parametrize("steps, every", [(0, 5), (10, 0)])
 def test_lookahead_rejects_non_positive_step_counts(steps, every):
     with pytest.raises(ValueError, match="lookahead needs positive step counts"):

@@ -107,6 +107,24 @@ def test_the_first_block_stops_training_from_the_epoch_asked_and_the_rest_goes_o
     assert not any(torch.equal(a[key], c[key]) for key in frozen)
 
 
+def test_lookahead_leaves_a_frozen_first_block_as_its_last_trained_step_left_it(synthetic_cifar, tmp_path, monkeypatch):
+    """Lookahead's pulls (every 5th of the 16 steps of an epoch) move every weight back towards its slow copy; a
+    frozen block's copy lags its last trained values, so a pull would move weights that get no gradient."""
+    at_start, start_epoch = [], Training.start_epoch
+
+    def recording(self: Training) -> None:
+        start_epoch(self)
+        at_start.append({k: v.clone() for k, v in self.model.state_dict().items()})
+
+    monkeypatch.setattr(Training, "start_epoch", recording)
+    result = train(tiny_config(synthetic_cifar, tmp_path, epochs=2, freeze_first_block_from=2, lookahead=True))
+    end = load_checkpoint(last_path(result.checkpoint))["model_state_dict"]
+    frozen = [f"features.{i}.{name}" for i in (0, 1) for name in ("weight", "bias")]
+    assert all(torch.equal(at_start[1][key], end[key]) for key in frozen)
+    assert not any(torch.equal(at_start[0][key], at_start[1][key]) for key in frozen)
+    assert not torch.equal(at_start[1]["features.4.weight"], end["features.4.weight"])
+
+
 def test_resume_without_a_saved_run_is_a_clear_error(synthetic_cifar, tmp_path):
     with pytest.raises(UserError, match="checkpoint not found"):
         train(tiny_config(synthetic_cifar, tmp_path, resume=True))
