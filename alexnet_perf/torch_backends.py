@@ -19,6 +19,7 @@ from .artifacts import load_artifact, torchscript_deprecation_silenced
 from .backend_base import Backend, BackendUnavailable, target_device
 from .device import AUTOCAST_DTYPES, TorchVariant, autocast, native_bf16
 from .errors import UserError
+from .isa_probe import remember_vec_isa_checks
 
 @contextlib.contextmanager
 def exact_fp32(device: torch.device) -> Iterator[None]:
@@ -93,6 +94,7 @@ def compiled_backend(model: nn.Module, device: torch.device | str = "cpu", *, pr
     happens on the first call of each shape."""
     device = target_device(device)
     check_precision(precision, device)
+    remember_vec_isa_checks()
     module = torch.compile(_prepared(model, device, channels_last), mode="reduce-overhead" if cuda_graphs else None)
     return TorchBackend(_torch_name(True, precision, channels_last, device, cuda_graphs), module, device, precision,
                         channels_last)

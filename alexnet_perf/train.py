@@ -29,6 +29,7 @@ from .compilation import warm_compiler_keys
 from .device import resolve_device, synchronize
 from .errors import Terminated, UserError
 from .evaluate import EvalMetrics, evaluate_model, format_snapshot, score_checkpoint
+from .isa_probe import remember_vec_isa_checks
 from .progress import ProgressLog
 from .train_config import RUNTIME_FIELDS, TrainConfig, given_settings
 from .training import Training, build_training, load_splits, zero_sums
@@ -208,6 +209,7 @@ def _train(cfg: TrainConfig, stop: StopFlag | None) -> TrainResult:
     cfg, ckpt = prepare_run(cfg)
     if cfg.compile:
         warm_compiler_keys()
+        remember_vec_isa_checks()
     data_start = time.perf_counter()
     splits = load_splits(cfg)
     data_seconds = time.perf_counter() - data_start
