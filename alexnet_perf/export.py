@@ -35,6 +35,7 @@ from .atomic import check_writable_dir, claim_output, os_error_in, write_atomic,
 from .checkpoint import DEFAULT_CHECKPOINT, load_model, sha256_file
 from .data import CLASSES, DATA_DIR_HELP, load_cifar10, preprocessing
 from .errors import UserError
+from .isa_probe import remember_vec_isa_checks
 from .loader import normalize
 from .records import versions
 
@@ -117,6 +118,7 @@ def export_aoti(model: nn.Module, path: Path, meta: dict[str, str], device: str)
     (its get_metadata()) and into the archive (read_metadata)."""
     from torch._inductor import aoti_compile_and_package
 
+    remember_vec_isa_checks()
     program = exported_program(model, device)
     with tempfile.TemporaryDirectory(prefix=".aoti-", dir=path.parent) as tmp:
         package = Path(tmp) / path.name  # the archive's root folder is named after the file
