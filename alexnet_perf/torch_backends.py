@@ -21,6 +21,7 @@ from .device import AUTOCAST_DTYPES, TorchVariant, autocast, native_bf16
 from .errors import UserError
 from .isa_probe import remember_vec_isa_checks
 
+
 @contextlib.contextmanager
 def exact_fp32(device: torch.device) -> Iterator[None]:
     """On a GPU, TF32 off for cuDNN convolutions and cuBLAS matmuls (cuDNN's default is on, which breaks fp32's
