@@ -59,15 +59,13 @@ class Lookahead:
         """Called after each optimizer step with the number of steps done so far."""
         if step % self.every and step < self.total_steps:
             return
-        frozen = [p and not t.requires_grad for p, t in zip(self.is_parameter, self.live)]
-        live = [t for t, f in zip(self.live, frozen) if not f]
-        slow = [t for t, f in zip(self.slow, frozen) if not f]
+        frozen = [(s, t) for s, t, p in zip(self.slow, self.live, self.is_parameter) if p and not t.requires_grad]
+        if frozen:  # slow = weights first: the pull below then leaves them exactly as they are
+            slow, live = zip(*frozen)
+            torch._foreach_copy_(list(slow), list(live))
         if step % self.every == 0:
-            torch._foreach_lerp_(slow, live, 1.0 - self.decay(step))
-        torch._foreach_copy_(live, slow)
-        for s, t, f in zip(self.slow, self.live, frozen):
-            if f:
-                s.copy_(t)
+            torch._foreach_lerp_(self.slow, self.live, 1.0 - self.decay(step))
+        torch._foreach_copy_(self.live, self.slow)
 
     def state_dict(self) -> list[torch.Tensor]:
         return list(self.slow)
