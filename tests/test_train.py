@@ -19,6 +19,9 @@ def tiny_config(data_dir, tmp_path, **overrides) -> TrainConfig:
     return TrainConfig(**{"recipe": "original", **base, **overrides})
 
 
+FIRST_BLOCK = [f"features.{i}.{name}" for i in (0, 1) for name in ("weight", "bias")]  # first conv and BatchNorm
+
+
 class StopAfter:
     """A stop flag that turns on after it has been polled n times (a deterministic Ctrl-C)."""
 
@@ -98,13 +101,12 @@ def test_the_first_block_stops_training_from_the_epoch_asked_and_the_rest_goes_o
     two = train(tiny_config(synthetic_cifar, tmp_path / "two", epochs=2, freeze_first_block_from=2))
     a = load_checkpoint(last_path(one.checkpoint))["model_state_dict"]
     b = load_checkpoint(last_path(two.checkpoint))["model_state_dict"]
-    frozen = [f"features.{i}.{name}" for i in (0, 1) for name in ("weight", "bias")]
-    assert all(torch.equal(a[key], b[key]) for key in frozen)
+    assert all(torch.equal(a[key], b[key]) for key in FIRST_BLOCK)
     assert not torch.equal(a["features.1.running_mean"], b["features.1.running_mean"])
     assert not torch.equal(a["features.4.weight"], b["features.4.weight"])
     never = train(tiny_config(synthetic_cifar, tmp_path / "never", epochs=2))
     c = load_checkpoint(last_path(never.checkpoint))["model_state_dict"]
-    assert not any(torch.equal(a[key], c[key]) for key in frozen)
+    assert not any(torch.equal(a[key], c[key]) for key in FIRST_BLOCK)
 
 
 def test_lookahead_leaves_a_frozen_first_block_as_its_last_trained_step_left_it(synthetic_cifar, tmp_path, monkeypatch):
@@ -119,9 +121,8 @@ def test_lookahead_leaves_a_frozen_first_block_as_its_last_trained_step_left_it(
     monkeypatch.setattr(Training, "start_epoch", recording)
     result = train(tiny_config(synthetic_cifar, tmp_path, epochs=2, freeze_first_block_from=2, lookahead=True))
     end = load_checkpoint(last_path(result.checkpoint))["model_state_dict"]
-    frozen = [f"features.{i}.{name}" for i in (0, 1) for name in ("weight", "bias")]
-    assert all(torch.equal(at_start[1][key], end[key]) for key in frozen)
-    assert not any(torch.equal(at_start[0][key], at_start[1][key]) for key in frozen)
+    assert all(torch.equal(at_start[1][key], end[key]) for key in FIRST_BLOCK)
+    assert not any(torch.equal(at_start[0][key], at_start[1][key]) for key in FIRST_BLOCK)
     assert not torch.equal(at_start[1]["features.4.weight"], end["features.4.weight"])
 
 
