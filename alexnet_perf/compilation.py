@@ -29,6 +29,7 @@ of this file, and the keys carry a tag naming it, so a stock compile never loads
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import threading
@@ -282,14 +283,17 @@ def cache_key_tag(tiled: bool) -> str:
                                   f"alexnet_perf-rewrites-{rewrites_digest(tiled)}")))
 
 
-def _inductor_with_cpu_rewrites() -> Callable:
-    """Inductor with the rewrites above in its decomposition table, its compiled graphs kept in torch's caches
-    under the rewrites' tag. If compiling with the rewrites fails when a graph is first compiled (inductor
-    internals that moved), that graph and every later one are compiled by stock inductor, after one line saying
-    so."""
+@functools.cache
+def _inductor_with_cpu_rewrites(tiled: bool) -> Callable:
+    """Inductor with the rewrites above in its decomposition table (tiled: rewrite_table's), its compiled graphs kept
+    in torch's caches under the rewrites' tag. One backend per table for the whole process: dynamo keeps a function's
+    graphs with the backend that compiled them, and a new backend for each run (a sweep calling train() run after
+    run) recompiled every graph and, past dynamo's limit of 8 graphs per function, ran the rest eagerly.
+    If compiling with the rewrites fails when a graph is first compiled (inductor internals that moved), that graph
+    and every later one are compiled by stock inductor, after one line saying so."""
     from torch._inductor.compile_fx import compile_fx
 
-    table = rewrite_table()
+    table = rewrite_table(tiled=tiled)
     failed: list[BaseException] = []
 
     def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
@@ -320,7 +324,7 @@ def compile_network(model: nn.Module, device: torch.device, mode: str | None = N
     second size into one shape-generic graph with slower kernels."""
     if device.type == "cpu":
         try:
-            return torch.compile(model, backend=_inductor_with_cpu_rewrites(), dynamic=False)
+            return torch.compile(model, backend=_inductor_with_cpu_rewrites(tiles_small_maps()), dynamic=False)
         except (ImportError, AttributeError, KeyError) as e:
             fallback_notice(e)
         return torch.compile(model, dynamic=False)

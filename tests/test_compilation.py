@@ -23,6 +23,15 @@ from alexnet_perf.model import AlexNetCifar
 aten = torch.ops.aten
 
 
+@pytest.fixture(autouse=True)
+def fresh_backend():
+    """A backend built for each test from the rewrites as the test has them (several replace one): the process keeps
+    one per table, built from what the rewrites were when it was first asked for."""
+    compilation._inductor_with_cpu_rewrites.cache_clear()
+    yield
+    compilation._inductor_with_cpu_rewrites.cache_clear()
+
+
 @pytest.fixture
 def empty_compile_cache(monkeypatch, tmp_path):
     """torch's compile caches in an empty folder, for tests that need the rewrites traced: a graph an earlier run
@@ -314,7 +323,7 @@ def test_compiled_bf16_training_step_of_the_network_matches_eager():
 
 
 def test_compile_says_in_one_line_when_the_rewrites_cannot_be_built_and_uses_stock_inductor(monkeypatch, capsys):
-    def moved():
+    def moved(tiled):
         raise ImportError("cannot import name 'select_decomp_table'")
 
     monkeypatch.setattr(compilation, "_inductor_with_cpu_rewrites", moved)
@@ -370,6 +379,25 @@ def test_each_input_size_gets_a_graph_with_static_shapes(monkeypatch):
     assert all(isinstance(d, int) for inputs in shapes for item in inputs
                for d in (item if isinstance(item, tuple) else (item,)) if not isinstance(d, torch.Tensor))
     assert [inputs[-1] for inputs in shapes] == [(2, 3, 6, 6), (2, 3, 8, 8)]
+
+
+def test_networks_compiled_one_after_another_share_their_graph_past_dynamos_limit(monkeypatch):
+    """Run after run in one process (a sweep calling train()), each new network is compiled with the same backend,
+    so dynamo's guards find the first run's graph: a backend of its own per network recompiled every graph and,
+    past dynamo's limit of graphs per function, ran the rest eagerly."""
+    import torch._inductor.compile_fx as inductor
+
+    compiles, compile_fx = [], inductor.compile_fx
+    monkeypatch.setattr(inductor, "compile_fx", lambda *args, **kwargs: compiles.append(1) or compile_fx(*args,
+                                                                                                             **kwargs))
+    torch.compiler.reset()
+    x = torch.randn(2, 3, 8, 8)
+    for _ in range(torch._dynamo.config.recompile_limit + 2):
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        with torch.no_grad():
+            compiled, eager = compile_network(model, torch.device("cpu"))(x), model(x)
+        torch.testing.assert_close(compiled, eager)
+    assert len(compiles) == 1
 
 
 CACHED_COMPILE = """
