@@ -124,7 +124,9 @@ def run_once(recipe: str, seed: int, data_dir: str | None, workdir: Path, **over
     TTA only where the recipe is scored so), timing every phase; a recipe scored without TTA gets its TTA figure
     from a second, untimed scoring. A seed whose last checkpoint is in workdir (a measurement stopped mid-run)
     continues from it, and its wall time is the sum of its parts. The figures are also written beside the
-    checkpoint."""
+    checkpoint. Each seed starts as a new process would, with no compiled graph in memory: it pays the tracing a
+    user's run pays, where a graph an earlier seed compiled would be reused."""
+    torch.compiler.reset()
     start = time.perf_counter()
     cfg = seed_config(recipe, seed, data_dir, workdir, **overrides)
     result, resumed = train_seed(cfg)

@@ -87,6 +87,24 @@ def test_the_timed_scoring_is_the_users_and_a_tta_figure_for_a_plain_recipe_is_s
     assert run["wall_seconds"] == 100.0 and 0 < run["test_accuracy_tta"] <= 1
 
 
+def test_each_seed_compiles_its_graphs_again_as_a_new_process_would(tta_module, synthetic_cifar, tmp_path,
+                                                                     monkeypatch):
+    """Seeds trained one after another in one process: each is timed with the tracing a user's process pays, not
+    with the graphs an earlier seed left in memory."""
+    compiles = []
+    step = torch.compile(lambda x: x + 1, backend=lambda gm, inputs: compiles.append(1) or gm, dynamic=False)
+    real_train_seed = tta_module.train_seed
+
+    def train_seed(cfg):
+        step(torch.zeros(2))  # the same graph each seed: compiled again only where the seed starts afresh
+        return real_train_seed(cfg)
+
+    monkeypatch.setattr(tta_module, "train_seed", train_seed)
+    tta_module.run_all("fast", [0, 1], str(synthetic_cifar), tmp_path, 1, epochs=1, batch_size=16, device="cpu",
+                       amp=False)
+    assert len(compiles) == 2
+
+
 def test_summary_and_table_report_mean_and_sd(tta_module):
     runs = _runs()
     summary = tta_module.summarize(runs)
