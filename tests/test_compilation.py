@@ -388,8 +388,12 @@ def test_networks_compiled_one_after_another_share_their_graph_past_dynamos_limi
     import torch._inductor.compile_fx as inductor
 
     compiles, compile_fx = [], inductor.compile_fx
-    monkeypatch.setattr(inductor, "compile_fx", lambda *args, **kwargs: compiles.append(1) or compile_fx(*args,
-                                                                                                             **kwargs))
+
+    def counting(*args, **kwargs):
+        compiles.append(1)
+        return compile_fx(*args, **kwargs)
+
+    monkeypatch.setattr(inductor, "compile_fx", counting)
     torch.compiler.reset()
     x = torch.randn(2, 3, 8, 8)
     for _ in range(torch._dynamo.config.recompile_limit + 2):
